@@ -1,0 +1,277 @@
+"""Advantage estimators (GRPO, Dr. GRPO, GPG, AAPO) and the reward plumbing they share.
+
+Pure functions on tensors: no model, no I/O, no global state. Shapes: B prompts, G completions
+per prompt (a group), N = B·G completions in prompt-major order, K reward functions.
+
+A completion for which every reward function returned None is *invalid*: it is left out of its
+group's statistics and its advantage is exactly 0 (SPEC §1). Rewards themselves must be finite;
+"no reward" travels in the `valid` mask that `combine_rewards` returns, never as NaN.
+
+A group whose valid rewards all tie (std 0) has a group-relative term of exactly 0, never NaN:
+its mean is set to the common value, so float rounding cannot leak noise into the advantage.
+
+Left out: the name registry and `compute_advantages` (registry.py); losses (losses.py); anything
+that needs a model or resampling (GPG's and DAPO's refilling of degenerate groups is the
+trainer's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+SCALE_REWARDS = ("group", "batch", "none")
+GPG_NORMS = ("1", "std")
+
+
+@dataclass
+class AdvantageResult:
+    """What every estimator returns."""
+
+    advantages: Tensor  # [B, G]; 0 where the completion is invalid
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GroupStats:
+    """Statistics of each group's valid rewards."""
+
+    mean: Tensor  # [B, 1]; 0 for a group with no valid completion
+    std: Tensor  # [B, 1]; unbiased; 0 for a tied group (which includes fewer than two valid)
+    tied: Tensor  # [B] bool; every valid reward of the group is equal
+
+
+def combine_rewards(
+    per_function: Tensor, weights: Tensor | Sequence[float]
+) -> tuple[Tensor, Tensor]:
+    """Weighted nan-sum over reward functions: `[K, N]` scores → `(rewards [N], valid [N])`.
+
+    NaN means "that function returned None" and is skipped. A completion where every function
+    returned None is invalid (`valid` False) and gets reward 0.0.
+    """
+    per_function = torch.as_tensor(per_function)
+    if per_function.ndim != 2:
+        raise ValueError(f"per_function must be [K, N], got shape {tuple(per_function.shape)}")
+    if not per_function.is_floating_point():
+        per_function = per_function.to(torch.get_default_dtype())
+    weights = torch.as_tensor(weights, dtype=per_function.dtype, device=per_function.device)
+    if weights.shape != per_function.shape[:1]:
+        raise ValueError(
+            f"got {weights.numel()} weights for {per_function.shape[0]} reward functions"
+        )
+    if not torch.isfinite(weights).all():
+        raise ValueError(f"reward weights must be finite, got {weights.tolist()}")
+    _reject_infinite(per_function)
+    missing = torch.isnan(per_function)  # [K, N]
+    # where, not multiply: NaN * weight is NaN, and weight 0 must not revive a None
+    weighted = torch.where(missing, 0.0, per_function * weights[:, None])  # [K, N]
+    return weighted.sum(dim=0), (~missing).any(dim=0)
+
+
+def _reject_infinite(per_function: Tensor) -> None:
+    infinite = torch.isinf(per_function).nonzero()
+    if len(infinite):
+        k, n = infinite[0].tolist()
+        raise ValueError(
+            f"reward function {k} returned {per_function[k, n].item()} for completion {n}; "
+            "rewards must be finite (return None for 'not applicable')"
+        )
+
+
+def as_groups(flat: Tensor, group_size: int) -> Tensor:
+    """View prompt-major `[N]` values as `[B, G]` groups."""
+    if flat.ndim != 1:
+        raise ValueError(f"expected a flat [N] tensor, got shape {tuple(flat.shape)}")
+    if group_size < 1:
+        raise ValueError(f"group size must be at least 1, got {group_size}")
+    if flat.numel() % group_size:
+        raise ValueError(f"group size {group_size} does not divide the {flat.numel()} completions")
+    return flat.reshape(-1, group_size)
+
+
+def check_rewards(rewards: Tensor, what: str = "rewards") -> Tensor:
+    """Return `rewards` as a float `[B, G]` tensor, or raise a ValueError saying what is wrong."""
+    if not isinstance(rewards, Tensor) or rewards.ndim != 2 or rewards.shape[1] < 1:
+        shape = tuple(rewards.shape) if isinstance(rewards, Tensor) else type(rewards).__name__
+        raise ValueError(f"{what} must be a [B, G] tensor with G >= 1, got {shape}")
+    if not rewards.is_floating_point():
+        rewards = rewards.to(torch.get_default_dtype())
+    if not torch.isfinite(rewards).all():
+        raise ValueError(
+            f"{what} contain NaN or inf; a completion without a reward is marked by the "
+            "`valid` mask from combine_rewards, and its reward there must be a finite placeholder"
+        )
+    return rewards
+
+
+def check_valid(valid: Tensor | None, like: Tensor, what: str = "valid") -> Tensor:
+    """Return a bool mask shaped like `like` (all True for None), or raise a ValueError."""
+    if valid is None:
+        return torch.ones_like(like, dtype=torch.bool)
+    if valid.shape != like.shape:
+        raise ValueError(f"{what} has shape {tuple(valid.shape)}, the rewards {tuple(like.shape)}")
+    if valid.dtype != torch.bool:
+        raise ValueError(f"{what} must be a bool tensor, got {valid.dtype}")
+    return valid
+
+
+def group_stats(rewards: Tensor, valid: Tensor | None = None) -> GroupStats:
+    """Mean, unbiased std and tie flag of each group's valid rewards."""
+    rewards = check_rewards(rewards)
+    valid = check_valid(valid, rewards)
+    count = valid.sum(dim=1, keepdim=True)  # [B, 1]
+    mean = torch.where(valid, rewards, 0.0).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    highest = torch.where(valid, rewards, float("-inf")).amax(dim=1)  # [B]
+    lowest = torch.where(valid, rewards, float("inf")).amin(dim=1)  # [B]
+    tied = highest <= lowest  # also True with zero or one valid reward
+    # a tied group's float mean can be an ulp off its common value; use the value itself
+    mean = torch.where(tied[:, None] & (count > 0), highest[:, None], mean)  # [B, 1]
+    deviation = torch.where(valid, rewards - mean, 0.0)  # [B, G]
+    variance = deviation.square().sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
+    std = torch.where(tied[:, None], 0.0, variance.sqrt())  # [B, 1]
+    return GroupStats(mean=mean, std=std, tied=tied)
+
+
+def _batch_std(rewards: Tensor, valid: Tensor) -> Tensor:
+    """Unbiased std over every valid reward of the batch; 0 when they all tie."""
+    values = rewards[valid]
+    if values.numel() < 2 or bool(values.max() == values.min()):
+        return rewards.new_zeros(())
+    return values.std()
+
+
+def _divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    # 0/0 happens only for tied groups with eps = 0; their advantage is 0 by definition
+    return torch.where(denominator > 0, numerator / denominator, 0.0)
+
+
+def _check_eps(eps: float) -> None:
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def _group_term(rewards: Tensor, valid: Tensor, scale_rewards: str, eps: float) -> Tensor:
+    """(r - mean) per group, divided as `scale_rewards` says; 0 for invalid completions."""
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+    _check_eps(eps)
+    stats = group_stats(rewards, valid)
+    centered = torch.where(valid & ~stats.tied[:, None], rewards - stats.mean, 0.0)  # [B, G]
+    if scale_rewards == "none":
+        return centered
+    if rewards.shape[1] < 2:
+        raise ValueError(
+            f"scale_rewards={scale_rewards!r} divides by an unbiased std, which is undefined "
+            "for groups of one completion; use a group size >= 2 or scale_rewards='none'"
+        )
+    std = stats.std if scale_rewards == "group" else _batch_std(rewards, valid)
+    return _divide(centered, std + eps)
+
+
+def grpo(
+    rewards: Tensor,
+    *,
+    valid: Tensor | None = None,
+    scale_rewards: str = "group",
+    eps: float = 1e-4,
+) -> AdvantageResult:
+    """GRPO: A_i = (r_i - mean(r)) / (std(r) + eps), std per `scale_rewards`."""
+    rewards = check_rewards(rewards)
+    valid = check_valid(valid, rewards)
+    return AdvantageResult(_group_term(rewards, valid, scale_rewards, eps), {})
+
+
+def dr_grpo(rewards: Tensor, *, valid: Tensor | None = None) -> AdvantageResult:
+    """Dr. GRPO: A_i = r_i - mean(r), no std division."""
+    rewards = check_rewards(rewards)
+    valid = check_valid(valid, rewards)
+    return AdvantageResult(_group_term(rewards, valid, "none", 0.0), {})
+
+
+def gpg(
+    rewards: Tensor,
+    *,
+    valid: Tensor | None = None,
+    gpg_norm: str = "1",
+    gpg_alpha: bool = True,
+    eps: float = 1e-4,
+) -> AdvantageResult:
+    """GPG: A_i = alpha · (r_i - mean(r)) / F_norm, F_norm = 1 or std(r) + eps.
+
+    alpha = B / (B - M), M the number of tied groups (no signal), so the batch's gradient is not
+    diluted by them. alpha = 1 when disabled, and when every group ties (B = M; then every
+    advantage is 0 anyway and B / 0 would be meaningless).
+    """
+    rewards = check_rewards(rewards)
+    valid = check_valid(valid, rewards)
+    norm = str(gpg_norm)  # YAML reads `gpg_norm: 1` as an int
+    if norm not in GPG_NORMS:
+        raise ValueError(f"gpg_norm must be one of {GPG_NORMS}, got {gpg_norm!r}")
+    centered = _group_term(rewards, valid, "group" if norm == "std" else "none", eps)
+    alpha = _gpg_alpha(group_stats(rewards, valid).tied) if gpg_alpha else 1.0
+    return AdvantageResult(alpha * centered, {"gpg/alpha": alpha})
+
+
+def _gpg_alpha(tied: Tensor) -> float:
+    groups, num_tied = tied.numel(), int(tied.sum())
+    return 1.0 if num_tied == groups else groups / (groups - num_tied)
+
+
+def aapo(
+    rewards: Tensor,
+    *,
+    ref_rewards: Tensor,
+    valid: Tensor | None = None,
+    ref_valid: Tensor | None = None,
+    delta_low: float = -0.2,
+    delta_high: float = 0.28,
+    momentum_clip: bool = True,
+    scale_rewards: str = "group",
+    eps: float = 1e-4,
+) -> AdvantageResult:
+    """AAPO (eq. 5): the GRPO term plus the advantage momentum clip(r_i - r^ref_i, δ_low, δ_high).
+
+    The i-th policy completion of a prompt is paired with the i-th reference completion of the
+    same prompt. The momentum is 0 where either side of the pair is invalid. The clip metrics
+    count completions whose raw momentum lies beyond a bound even when `momentum_clip` is off,
+    so the ablation shows how often the clip would have acted.
+    """
+    rewards = check_rewards(rewards)
+    ref_rewards = check_rewards(ref_rewards, "ref_rewards")
+    if ref_rewards.shape != rewards.shape:
+        raise ValueError(
+            f"ref_rewards has shape {tuple(ref_rewards.shape)}, rewards {tuple(rewards.shape)}: "
+            "AAPO pairs the i-th reference completion of a prompt with the i-th policy one"
+        )
+    valid = check_valid(valid, rewards)
+    ref_valid = check_valid(ref_valid, ref_rewards, "ref_valid")
+    if not delta_low <= delta_high:
+        raise ValueError(f"delta_low ({delta_low}) must not exceed delta_high ({delta_high})")
+    group_term = _group_term(rewards, valid, scale_rewards, eps)  # [B, G]
+    paired = valid & ref_valid
+    raw = torch.where(paired, rewards - ref_rewards, 0.0)  # [B, G]
+    momentum = raw.clamp(delta_low, delta_high) if momentum_clip else raw
+    advantages = torch.where(valid, group_term + momentum, 0.0)
+    return AdvantageResult(
+        advantages, _momentum_metrics(raw, momentum, paired, valid, delta_low, delta_high)
+    )
+
+
+def _momentum_metrics(
+    raw: Tensor,
+    momentum: Tensor,
+    paired: Tensor,
+    valid: Tensor,
+    delta_low: float,
+    delta_high: float,
+) -> dict[str, float]:
+    """Mean momentum added, and how often it hit each bound, over valid policy completions."""
+    count = valid.sum().clamp(min=1)
+    return {
+        "momentum/mean": float(torch.where(valid, momentum, 0.0).sum() / count),
+        "momentum/clip_low_frac": float((paired & (raw < delta_low)).sum() / count),
+        "momentum/clip_high_frac": float((paired & (raw > delta_high)).sum() / count),
+    }
