@@ -30,6 +30,7 @@ from aapo.rewards.registry import (
     get_reward_function,
     register_reward,
     registered_rewards,
+    reward_parameters,
 )
 
 register_reward("format", FormatReward)
@@ -56,4 +57,5 @@ __all__ = [
     "gold_text",
     "register_reward",
     "registered_rewards",
+    "reward_parameters",
 ]

@@ -46,6 +46,14 @@ def registered_rewards() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def reward_parameters(name: str) -> set[str]:
+    """Keyword parameters a reward takes at construction (a class) or call (a function), so a
+    caller can fill run-level defaults (e.g. a length cap) only where they are accepted."""
+    target = _REGISTRY[name] if name in _REGISTRY else _import(name)
+    signature = inspect.signature(target.__init__ if inspect.isclass(target) else target)
+    return set(signature.parameters) - {"self"}
+
+
 def _import(path: str) -> Any:
     module_name, sep, attribute = path.partition(":")
     if not sep:

@@ -1,0 +1,131 @@
+"""`aapo` command line: parse → config → call. No logic lives here.
+
+    aapo train [--config RECIPE_OR_YAML] [--resume [PATH]] [--key value ...]
+    aapo eval  [--config YAML] [--key value ...]
+    aapo data synthetic --output_dir DIR [--num_train N] [--num_test N] [--seed S]
+
+Any config field can be overridden as `--key value` (or `key=value`); `aapo train --help`
+lists them with their documentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from aapo import __version__
+from aapo.config import ConfigError, load_config, recipe_names
+from aapo.data.datasets import DatasetError
+
+
+def _fields_help(cls: type) -> str:
+    lines = ["config keys (override with --key value):"]
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  {f.name} (default {default!r}): {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from aapo.evaluation import EvalConfig
+    from aapo.training.config import TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="aapo", description="RL post-training for reasoning: AAPO and its baselines."
+    )
+    parser.add_argument("--version", action="version", version=f"aapo {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    train = commands.add_parser(
+        "train",
+        help="train a policy (default: AAPO on the bundled tiny model)",
+        epilog=_fields_help(TrainConfig),
+        formatter_class=raw,
+    )
+    train.add_argument(
+        "--config",
+        default="default",
+        help=f"YAML file or shipped recipe ({', '.join(recipe_names())}); default: default",
+    )
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="PATH",
+        help="continue from the latest checkpoint in output_dir, or from PATH",
+    )
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="pass@1 on math benchmarks (Table 1 of the paper)",
+        epilog=_fields_help(EvalConfig),
+        formatter_class=raw,
+    )
+    evaluate.add_argument("--config", default=None, help="YAML file with EvalConfig keys")
+
+    data = commands.add_parser("data", help="generate the bundled synthetic task as JSONL")
+    data_kinds = data.add_subparsers(dest="kind", required=True, metavar="KIND")
+    synthetic = data_kinds.add_parser(
+        "synthetic", help="arithmetic problems with levels 1-5, train/test splits"
+    )
+    synthetic.add_argument("--output_dir", required=True)
+    synthetic.add_argument("--num_train", type=int, default=2000)
+    synthetic.add_argument("--num_test", type=int, default=500)
+    synthetic.add_argument("--seed", type=int, default=42)
+    synthetic.add_argument(
+        "--levels", default="1,2,3,4,5", help="comma-separated difficulty levels"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "train":
+            _train(args, rest)
+        elif args.command == "eval":
+            _eval(args, rest)
+        else:
+            if rest:
+                parser.error(f"unrecognised arguments: {' '.join(rest)}")
+            _data(args)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"aapo {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _train(args: argparse.Namespace, rest: list[str]) -> None:
+    from aapo.training.config import TrainConfig
+    from aapo.training.trainer import train
+
+    overrides = [*rest, *(["--resume_from_checkpoint", args.resume] if args.resume else [])]
+    summary = train(load_config(TrainConfig, args.config, overrides))
+    before, after = summary.get("held_out_accuracy_before"), summary.get("held_out_accuracy_after")
+    if after is not None:
+        shown = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
+        print(f"held-out accuracy (greedy): {shown}")
+    print(json.dumps({k: v for k, v in summary.items() if k != "final_metrics"}))
+
+
+def _eval(args: argparse.Namespace, rest: list[str]) -> None:
+    from aapo.evaluation import EvalConfig, run_eval
+
+    run_eval(load_config(EvalConfig, args.config, rest))
+
+
+def _data(args: argparse.Namespace) -> None:
+    from aapo.data.synthetic import write_splits
+
+    levels = tuple(int(level) for level in args.levels.split(","))
+    paths = write_splits(args.output_dir, args.num_train, args.num_test, args.seed, levels)
+    for split, path in paths.items():
+        print(f"{split}: {path}")

@@ -1,0 +1,172 @@
+"""Typed configs from YAML files and `--key value` overrides, validated once.
+
+Every command's options live in one dataclass whose fields carry their documentation
+(`field(metadata={"help": ...})`). `load_config` reads a YAML file (a shipped recipe name or a
+path), applies command-line overrides, rejects unknown keys by name (with the nearest known
+key), and checks each value against the field's type. Derived values are computed by the
+dataclass itself (`__post_init__`), in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key or file."""
+
+
+def recipe_path(name: str) -> Path:
+    """Path of a shipped recipe (`aapo/recipes/<name>.yaml`)."""
+    return Path(str(resources.files("aapo") / "recipes" / f"{name}.yaml"))
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("aapo") / "recipes"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def read_yaml(path_or_recipe: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file path, or from a shipped recipe when given a bare name."""
+    path = Path(path_or_recipe)
+    if not path.exists() and recipe_path(str(path_or_recipe)).exists():
+        path = recipe_path(str(path_or_recipe))
+    if not path.exists():
+        raise ConfigError(
+            f"config file {str(path_or_recipe)!r} not found (shipped recipes: "
+            f"{', '.join(recipe_names())})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--key value`, `--key=value` or `key=value` → {key: YAML-parsed value}."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+        elif arg.startswith("--"):
+            key = arg[2:]
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"option --{key} needs a value")
+            raw = args[i + 1]
+            i += 1
+        elif "=" in arg:
+            key, raw = arg.split("=", 1)
+        else:
+            raise ConfigError(f"cannot read argument {arg!r}: use --key value or key=value")
+        out[key.replace("-", "_")] = _parse_scalar(raw)
+        i += 1
+    return out
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_config(
+    cls: type[T], config: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
+    """Build `cls` from an optional YAML file plus overrides; later values win."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        values.update(read_yaml(config))
+    values.update(parse_overrides(overrides or []))
+    return build_config(cls, values, source=str(config) if config else "command line")
+
+
+def build_config(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
+    """Validate keys and types of `values` against the dataclass `cls`, then construct it."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+        kwargs[key] = _coerce(key, value, hints[key])
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a field type; ints become floats where a float is expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key!r} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            value = [value]  # a single value where a list is expected: `--reward_funcs format`
+        item = args[0] if args else Any
+        return [_coerce(key, v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as text
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(
+            f"config key {key!r} must be of type {hint.__name__}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return value
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict of a config dataclass (for YAML dumps, model cards and checkpoints)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""Task data: the synthetic arithmetic task (`synthetic`); loading and prompts sit beside it."""

@@ -1,0 +1,77 @@
+"""The paper's prompts (Appendix C), by name, and how a problem becomes model input.
+
+Names: `r1_think` is the 1.5B run's system prompt and `simplerl` the 7B run's, as the paper
+prints them (the authors' configs swap the two: SPEC §8.6). `eval_math` is the evaluation
+prompt (a user-turn template with `{problem}`), asking for the final answer in `\\boxed{}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SYSTEM_PROMPTS: dict[str, str] = {
+    "r1_think": (
+        "You are a helpful AI Assistant, designed to provided well-reasoned and detailed "
+        "responses. You FIRST think about the reasoning process as an internal monologue and "
+        "then provide the user with the answer. The reasoning process MUST BE enclosed within "
+        "<think> and </think> tags."
+    ),
+    "simplerl": (
+        "A conversation between User and Assistant. The user asks a question, and the Assistant "
+        "solves it. The assistant first thinks about the reasoning process in the mind and then "
+        "provides the user with the answer, and put your final answer within \\boxed{} . The "
+        "reasoning process and answer are enclosed within <think> </think> and <answer> "
+        "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> "
+        "answer here </answer>. Note that respond by English, NOT use other languages."
+    ),
+}
+
+USER_TEMPLATES: dict[str, str] = {
+    "plain": "{problem}",
+    "eval_math": (
+        "Solve the following math problem efficiently and clearly.  The last line of your "
+        "response should be of the following format: 'Therefore, the final answer is: "
+        "$\\boxed{{ANSWER}}$. I hope it is correct' (without quotes) where ANSWER is just the "
+        "final number or expression that solves the problem. Think step by step before "
+        "answering.\n\n{problem}"
+    ),
+}
+
+
+def resolve_system_prompt(name_or_text: str | None) -> str | None:
+    """A registered name gives the paper's prompt; any other string is used as written."""
+    if name_or_text is None or name_or_text in ("", "none"):
+        return None
+    return SYSTEM_PROMPTS.get(name_or_text, name_or_text)
+
+
+def resolve_user_template(name_or_text: str) -> str:
+    """A registered name or a literal template that contains `{problem}`."""
+    template = USER_TEMPLATES.get(name_or_text, name_or_text)
+    if "{problem}" not in template:
+        known = ", ".join(sorted(USER_TEMPLATES))
+        raise ValueError(
+            f"prompt template {name_or_text!r} is neither a known name ({known}) nor a "
+            "template containing '{problem}'"
+        )
+    return template
+
+
+def build_messages(problem: str, system_prompt: str | None, user_template: str) -> list[dict]:
+    """Chat messages for one problem (system turn only when a system prompt is set)."""
+    messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    messages.append({"role": "user", "content": user_template.format(problem=problem)})
+    return messages
+
+
+def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """Token ids of the prompt: the chat template when the tokenizer has one, else plain text."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(
+            ids, "input_ids"
+        ):  # transformers 5 returns BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+    text = "\n\n".join(m["content"] for m in messages) + "\n"
+    return tokenizer(text, add_special_tokens=True)["input_ids"]

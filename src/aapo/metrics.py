@@ -1,0 +1,92 @@
+"""Where metrics go: `metrics.jsonl` always, TensorBoard and W&B when asked for.
+
+Names follow TRL where TRL has one (`reward`, `rewards/<name>/mean`, `frac_reward_zero_std`,
+`completions/mean_length`, `kl`, `clip_ratio/...`, `grad_norm`, `learning_rate`, `loss`);
+AAPO's own are `ref_reward`, `momentum/*` and `advantage/zero_frac`, and `time/*` splits a
+step into policy generation, reference generation, rewards and the update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class MetricSink(Protocol):
+    def write(self, step: int, metrics: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """One JSON object per logged step. On resume, lines after the resumed step are dropped,
+    so a resumed run's file reads like an uninterrupted one."""
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and path.exists():
+            kept = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        elif resume_step is None:
+            path.write_text("", encoding="utf-8")
+        self._handle = path.open("a", encoding="utf-8")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class TensorBoardSink:
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if value is not None and math.isfinite(value):
+                self._writer.add_scalar(key, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbSink:
+    def __init__(self, config: dict[str, Any], run_dir: Path) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise ImportError(
+                "report_to includes wandb but wandb is not installed: pip install aapo[wandb]"
+            ) from err
+        self._run = wandb.init(config=config, dir=str(run_dir))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self._run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+def _plain(value: Any) -> Any:
+    """JSON has no NaN: a metric with no data (e.g. no valid reward) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]

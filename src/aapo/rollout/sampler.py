@@ -1,0 +1,132 @@
+"""The sampler seam: token-id prompts in, G completions per prompt out.
+
+Generation is the hot spot of an RL step, so the trainer and the evaluator only see the small
+`Sampler` protocol; `HFSampler` serves any transformers causal LM (CPU or GPU) and a vLLM
+backend plugs in behind the same call (`aapo.rollout.vllm_sampler`). What this leaves out:
+log-probabilities (the trainer recomputes them with gradients in one forward pass) and any
+reward logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; `n` completions per prompt. temperature 0 means greedy."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"SamplingParams.n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class Sample:
+    """One completion: token ids without padding or the final EOS, its text, and whether it
+    hit the length cap before an EOS (truncated completions can be masked out of the loss)."""
+
+    completion_ids: list[int]
+    text: str
+    truncated: bool
+
+
+class Sampler(Protocol):
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
+        """`[B]` token-id prompts → `[B][n]` samples, in prompt order."""
+        ...
+
+
+class HFSampler:
+    """Batched `model.generate` with left padding; `max_batch_size` bounds memory (prompts ×
+    n sequences per call). Sampling draws from torch's global RNG, so seeding and checkpointing
+    that RNG makes runs reproducible."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256) -> None:
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set one")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id
+        self.eos_ids = _eos_ids(model, tokenizer)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
+        per_call = max(1, self.max_batch_size // params.n)
+        out: list[list[Sample]] = []
+        for start in range(0, len(prompts), per_call):
+            out.extend(self._generate_chunk(prompts[start : start + per_call], params))
+        return out
+
+    def _generate_chunk(
+        self, prompts: list[list[int]], params: SamplingParams
+    ) -> list[list[Sample]]:
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("cannot sample from an empty prompt")
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding keeps every prompt's end aligned
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        greedy = params.temperature == 0
+        sampling = {} if greedy else {"temperature": params.temperature, "top_p": params.top_p}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            generated = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                do_sample=not greedy,
+                num_return_sequences=params.n,
+                max_new_tokens=params.max_new_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_ids,
+                top_k=None if greedy else 0,
+                **sampling,
+            )
+        finally:
+            self.model.train(was_training)
+        new_tokens = generated[:, width:].tolist()  # [B·n, ≤ max_new_tokens]
+        samples = [self._to_sample(ids) for ids in new_tokens]
+        return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+    def _to_sample(self, ids: list[int]) -> Sample:
+        end = next((i for i, tok in enumerate(ids) if tok in self.eos_ids), None)
+        completion = ids if end is None else ids[:end]
+        truncated = end is None  # padding only ever follows an EOS, so nothing else to strip
+        text = self.tokenizer.decode(completion, skip_special_tokens=True)
+        return Sample(completion_ids=completion, text=text, truncated=truncated)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from the generation config (chat models often have several) and the tokenizer."""
+    ids: set[int] = set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos:
+        ids.update(config_eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("neither the model's generation config nor the tokenizer names an EOS")
+    return sorted(ids)

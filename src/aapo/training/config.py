@@ -1,0 +1,202 @@
+"""`TrainConfig`: every option of `aapo train`, documented once, with TRL's names.
+
+Batch arithmetic follows TRL: `per_device_train_batch_size` counts completions in one
+micro-batch on one process; one optimizer step consumes `per_device_train_batch_size ×
+gradient_accumulation_steps × num_processes` completions, which is `num_generations` (G)
+completions for each of B prompts, all sampled before the step. Everything is validated here,
+so the trainer can trust it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _doc(default: Any, text: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model_name_or_path: str = _doc(
+        "bundled", "HF model id or local path; `bundled` = the shipped tiny model."
+    )
+    dtype: str = _doc("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.")
+    algorithm: str = _doc("aapo", "aapo, grpo, dr_grpo, dapo, gpg, or any registered algorithm.")
+    advantage_estimator: str | None = _doc(
+        None, "Override the algorithm's advantage estimator by registered name."
+    )
+    # data
+    dataset_name: str = _doc(
+        "synthetic", "`synthetic` (bundled task), a .jsonl/.parquet path, or a `datasets` name."
+    )
+    dataset_split: str = _doc("train", "Split to train on (for `datasets` names and `synthetic`).")
+    dataset_size: int = _doc(2000, "Number of problems generated for the `synthetic` dataset.")
+    system_prompt: str | None = _doc(
+        None, "A paper prompt name (r1_think, simplerl) or literal text; null = none."
+    )
+    prompt_template: str = _doc(
+        "plain", "User-turn template by name (plain, eval_math) or text with {problem}."
+    )
+    # sampling
+    num_generations: int = _doc(
+        8, "G: completions per prompt (and reference completions, for AAPO)."
+    )
+    max_prompt_length: int = _doc(
+        512, "Prompts longer than this (in tokens) are skipped at load time, counted."
+    )
+    max_completion_length: int = _doc(64, "New-token cap per completion.")
+    temperature: float = _doc(1.0, "Sampling temperature for policy and reference.")
+    top_p: float = _doc(1.0, "Nucleus sampling for policy and reference.")
+    # optimisation
+    learning_rate: float = _doc(1e-6, "Peak learning rate (AdamW).")
+    lr_scheduler_type: str = _doc(
+        "constant",
+        "A transformers scheduler name: constant, linear, cosine, cosine_with_min_lr, constant_with_warmup...",
+    )
+    lr_scheduler_kwargs: dict = _doc({}, "Extra scheduler arguments, e.g. {min_lr_rate: 0.1}.")
+    warmup_ratio: float = _doc(0.0, "Fraction of steps spent warming the learning rate up.")
+    weight_decay: float = _doc(0.0, "AdamW weight decay.")
+    adam_beta1: float = _doc(0.9, "AdamW beta1.")
+    adam_beta2: float = _doc(0.999, "AdamW beta2.")
+    max_grad_norm: float = _doc(1.0, "Gradient clipping norm (0 disables).")
+    per_device_train_batch_size: int = _doc(8, "Completions per micro-batch per process.")
+    gradient_accumulation_steps: int = _doc(8, "Micro-batches per optimizer step.")
+    max_steps: int = _doc(-1, "Optimizer steps; -1 = derive from num_train_epochs.")
+    num_train_epochs: float = _doc(1.0, "Passes over the dataset when max_steps is -1.")
+    seed: int = _doc(42, "Seeds data order, sampling and initialisation.")
+    # the algorithm's knobs (each estimator or loss takes the ones it names)
+    beta: float = _doc(0.0, "KL coefficient (k3 estimator against the reference model); 0 = no KL.")
+    epsilon: float = _doc(0.2, "Lower clip of the probability ratio (clipped-surrogate losses).")
+    epsilon_high: float | None = _doc(None, "Upper clip; null = epsilon (DAPO sets 0.28).")
+    scale_rewards: str = _doc(
+        "group", "group, batch or none: what the group-normalised term divides by."
+    )
+    delta_low: float = _doc(-0.2, "AAPO: lower clip of the advantage momentum.")
+    delta_high: float = _doc(0.28, "AAPO: upper clip of the advantage momentum.")
+    momentum_clip: bool = _doc(
+        True, "AAPO: clip the momentum (false = the paper's w/o-clip ablation)."
+    )
+    gpg_norm: str = _doc("1", "GPG: F_norm, `1` or `std`.")
+    gpg_alpha: bool = _doc(True, "GPG: scale by alpha = B / (B - M), M = tied groups.")
+    loss_aggregation: str | None = _doc(None, "Override: token_mean, sequence_mean or constant.")
+    mask_truncated_completions: bool = _doc(
+        False, "Leave completions that hit the length cap out of the loss."
+    )
+    # rewards
+    reward_funcs: list[str] = _doc(
+        ["format", "accuracy"], "Reward names (format, accuracy, cosine) or import paths."
+    )
+    reward_weights: list[float] | None = _doc(
+        None, "One weight per reward function; null = all 1.0."
+    )
+    reward_kwargs: dict = _doc({}, "Per-function parameters, e.g. {cosine: {max_length: 3584}}.")
+    reward_timeout: float = _doc(
+        30.0, "Seconds a reward call may take before it is skipped (counted)."
+    )
+    # model adapters
+    use_peft: bool = _doc(
+        False,
+        "Train LoRA adapters (`pip install aapo[peft]`); the reference is the adapter-disabled base.",
+    )
+    lora_r: int = _doc(16, "LoRA rank.")
+    lora_alpha: int = _doc(32, "LoRA alpha.")
+    lora_dropout: float = _doc(0.05, "LoRA dropout.")
+    lora_target_modules: list[str] | None = _doc(
+        None, "Module names for LoRA; null = peft's default for the architecture."
+    )
+    gradient_checkpointing: bool = _doc(
+        False, "Trade compute for memory in the policy forward pass."
+    )
+    # output
+    output_dir: str = _doc("runs/aapo", "Where metrics, checkpoints and the final model go.")
+    logging_steps: int = _doc(
+        1, "Log metrics every N steps (metrics.jsonl, TensorBoard, progress bar)."
+    )
+    save_steps: int = _doc(0, "Checkpoint every N steps; 0 = only the final model.")
+    save_total_limit: int | None = _doc(2, "Keep at most this many checkpoints; null = all.")
+    report_to: list[str] = _doc(
+        ["tensorboard"], "Extra sinks beside metrics.jsonl: tensorboard, wandb."
+    )
+    log_completions: bool = _doc(
+        False, "Write every step's completions and rewards to completions.jsonl."
+    )
+    resume_from_checkpoint: str | None = _doc(
+        None, "`latest` or a checkpoint path to continue from."
+    )
+    # held-out check
+    eval_num_problems: int = _doc(
+        0, "Held-out problems scored greedily before and after training; 0 = skip."
+    )
+    eval_max_new_tokens: int | None = _doc(
+        None, "Token cap for that check; null = max_completion_length."
+    )
+
+    def __post_init__(self) -> None:
+        positive = (
+            "num_generations",
+            "max_completion_length",
+            "max_prompt_length",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ValueError(
+                "num_generations must be >= 2: advantages compare completions within a group"
+            )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has "
+                f"{len(self.reward_funcs)}"
+            )
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one reward function")
+        for key in self.reward_kwargs:
+            if key not in self.reward_funcs:
+                raise ValueError(f"reward_kwargs names {key!r}, which is not in reward_funcs")
+        checks: dict[str, tuple] = {
+            "scale_rewards": ("group", "batch", "none"),
+            "gpg_norm": ("1", "std"),
+            "loss_aggregation": (None, "token_mean", "sequence_mean", "constant"),
+        }
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
+        if self.delta_low > self.delta_high:
+            raise ValueError(
+                f"delta_low ({self.delta_low}) must be <= delta_high ({self.delta_high})"
+            )
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
+            raise ValueError("set max_steps > 0, or max_steps -1 with num_train_epochs > 0")
+        if self.save_steps < 0 or self.eval_num_problems < 0:
+            raise ValueError("save_steps and eval_num_problems must be >= 0")
+        for sink in self.report_to:
+            if sink not in ("tensorboard", "wandb", "none"):
+                raise ValueError(
+                    f"report_to entries must be tensorboard, wandb or none, got {sink!r}"
+                )
+
+    def completions_per_step(self, num_processes: int = 1) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * num_processes
+
+    def prompts_per_step(self, num_processes: int = 1) -> int:
+        """B: distinct prompts per optimizer step; G must divide the step's completions."""
+        total = self.completions_per_step(num_processes)
+        if total % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size × gradient_accumulation_steps × processes = {total} "
+                f"completions per step is not a multiple of num_generations = {self.num_generations}"
+            )
+        return total // self.num_generations

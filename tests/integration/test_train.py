@@ -1,0 +1,208 @@
+"""End-to-end training on the bundled tiny model, offline, with tiny budgets."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from aapo.training.config import TrainConfig
+from aapo.training.trainer import Trainer
+
+HERE = Path(__file__).resolve().parent
+TINY = {
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "max_completion_length": 24,
+    "dataset_size": 64,
+    "learning_rate": 1e-3,
+    "report_to": [],
+}
+
+
+sys.path.insert(0, str(HERE))  # rewards_for_tests, by import path
+
+
+def _config(tmp_path, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "output_dir": str(tmp_path / "run"), "max_steps": 1, **overrides})
+
+
+class CraftedSampler:
+    """Returns the same G completions for every prompt: half box 1 (reward 1), half box 2."""
+
+    def __init__(self, tokenizer, group_size):
+        texts = [
+            "<think> 1 </think> <answer> \\boxed{1} </answer>",
+            "<think> 2 </think> <answer> \\boxed{2} </answer>",
+        ]
+        self.ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        self.texts, self.group_size = texts, group_size
+
+    def generate(self, prompts, params):
+        from aapo.rollout import Sample
+
+        return [
+            [Sample(list(self.ids[i % 2]), self.texts[i % 2], False) for i in range(params.n)]
+            for _ in prompts
+        ]
+
+
+def _advantage_weighted_logp(trainer, sampler):
+    """Σ_i sign(A_i) Σ_t log π(o_i,t): rises when the step favours the rewarded completions."""
+    from aapo.training.logprobs import completion_logprobs, pack
+
+    prompt = trainer.rows[0]["_prompt_ids"]
+    ids, attention, mask = pack([prompt, prompt], sampler.ids, trainer.parts.pad_id)
+    with torch.no_grad():
+        logps = completion_logprobs(trainer.model, ids, attention, mask.shape[1]) * mask
+    return (logps[0].sum() - logps[1].sum()).item()
+
+
+@pytest.mark.parametrize("algorithm", ["aapo", "grpo", "dr_grpo", "dapo", "gpg"])
+def test_every_algorithm_moves_towards_rewarded_completions(tmp_path, algorithm):
+    config = _config(
+        tmp_path,
+        algorithm=algorithm,
+        max_steps=2,
+        learning_rate=1e-4,
+        reward_funcs=["rewards_for_tests:boxed_one"],
+    )
+    trainer = Trainer(config)
+    sampler = CraftedSampler(trainer.tokenizer, config.num_generations)
+    trainer.parts.policy_sampler = sampler
+    if trainer.parts.reference_sampler is not None:
+        trainer.parts.reference_sampler = sampler
+    before_params = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    before = _advantage_weighted_logp(trainer, sampler)
+    summary = trainer.train()
+    assert _advantage_weighted_logp(trainer, sampler) > before
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before_params[k], after[k]) for k in before_params)
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for key in (
+        "reward",
+        "frac_reward_zero_std",
+        "advantage/zero_frac",
+        "grad_norm",
+        "loss",
+        "completions/mean_length",
+        "time/policy_generation",
+        "rewards/boxed_one/mean",
+    ):
+        assert key in metrics[-1]
+    assert metrics[-1]["frac_reward_zero_std"] == 0.0 and metrics[-1]["reward"] == 0.5
+    assert ("ref_reward" in metrics[-1]) == (algorithm == "aapo")
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert "Final metrics" in (tmp_path / "run" / "README.md").read_text()
+    assert summary["steps"] == 2
+
+
+def test_reference_is_frozen_initial_weights_and_samples_from_them(tmp_path):
+    trainer = Trainer(_config(tmp_path, max_steps=3, beta=0.0))
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    reference = trainer.reference_model
+    assert reference is not None and reference is not trainer.model
+    assert trainer.parts.reference_sampler.model is reference  # reference samples come from it
+    trainer.train()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, initial[key]), key
+    assert any(not torch.equal(initial[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_lora_reference_is_adapter_disabled_base(tmp_path):
+    pytest.importorskip("peft")
+    from aapo.training.reference import AdapterDisabledSampler
+
+    trainer = Trainer(_config(tmp_path, use_peft=True, lora_r=4, max_steps=1))
+    assert trainer.reference_model is None
+    assert isinstance(trainer.parts.reference_sampler, AdapterDisabledSampler)
+    base = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora" not in k}
+    trainer.train()
+    for key, value in trainer.model.state_dict().items():
+        if "lora" not in key:
+            assert torch.equal(value, base[key]), key
+
+
+def test_malformed_dataset_row_stops_before_training(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        json.dumps({"problem": "1+1", "answer": "2"}) + "\n" + json.dumps({"problem": "x"}) + "\n"
+    )
+    with pytest.raises(ValueError, match=rf"{data}:2: row has no an answer"):
+        Trainer(_config(tmp_path, dataset_name=str(data)))
+
+
+def _run_cli(args, env_extra=None):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        **(env_extra or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "aapo", "train", "--config", "default", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _strip_times(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+
+
+def test_sigkill_and_resume_reproduces_uninterrupted_run(tmp_path):
+    common = [
+        "--num_generations",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_completion_length",
+        "24",
+        "--dataset_size",
+        "64",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--eval_num_problems",
+        "0",
+        "--report_to",
+        "[]",
+        "--learning_rate",
+        "1e-3",
+        "--reward_funcs",
+        "[format, accuracy, 'rewards_for_tests:reward']",
+        "--reward_weights",
+        "[0.5, 1.0, 1.0]",
+    ]
+    whole = _run_cli([*common, "--output_dir", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    # 2 calls per step (policy + reference samples): call 5 is the first of step 3
+    killed = _run_cli([*common, "--output_dir", str(tmp_path / "cut")], {"AAPO_KILL_AT_CALL": "5"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (tmp_path / "cut" / "checkpoint-2" / "trainer_state.json").exists()
+    resumed = _run_cli([*common, "--output_dir", str(tmp_path / "cut"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = _strip_times(tmp_path / "whole" / "metrics.jsonl")
+    assert [r["step"] for r in expected] == [1, 2, 3, 4]
+    assert _strip_times(tmp_path / "cut" / "metrics.jsonl") == expected
+
+
+def test_cli_unknown_key_exits_with_its_name():
+    result = _run_cli(["--num_generatoins", "4"])
+    assert result.returncode == 2
+    assert (
+        "unknown config key 'num_generatoins'" in result.stderr
+        and "num_generations" in result.stderr
+    )
