@@ -26,6 +26,9 @@ class TrainConfig:
         "bundled", "HF model id or local path; `bundled` = the shipped tiny model."
     )
     dtype: str = _doc("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.")
+    imports: list[str] = _doc(
+        [], "Python modules imported first; they may register estimators, losses or rewards."
+    )
     algorithm: str = _doc("aapo", "aapo, grpo, dr_grpo, dapo, gpg, or any registered algorithm.")
     advantage_estimator: str | None = _doc(
         None, "Override the algorithm's advantage estimator by registered name."
@@ -56,7 +59,7 @@ class TrainConfig:
     learning_rate: float = _doc(1e-6, "Peak learning rate (AdamW).")
     lr_scheduler_type: str = _doc(
         "constant",
-        "A transformers scheduler name: constant, linear, cosine, cosine_with_min_lr, constant_with_warmup...",
+        "A transformers scheduler: constant, linear, cosine, cosine_with_min_lr, ...",
     )
     lr_scheduler_kwargs: dict = _doc({}, "Extra scheduler arguments, e.g. {min_lr_rate: 0.1}.")
     warmup_ratio: float = _doc(0.0, "Fraction of steps spent warming the learning rate up.")
@@ -101,7 +104,7 @@ class TrainConfig:
     # model adapters
     use_peft: bool = _doc(
         False,
-        "Train LoRA adapters (`pip install aapo[peft]`); the reference is the adapter-disabled base.",
+        "Train LoRA adapters (aapo[peft]); the reference is the adapter-disabled base.",
     )
     lora_r: int = _doc(16, "LoRA rank.")
     lora_alpha: int = _doc(32, "LoRA alpha.")
@@ -197,6 +200,7 @@ class TrainConfig:
         if total % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size × gradient_accumulation_steps × processes = {total} "
-                f"completions per step is not a multiple of num_generations = {self.num_generations}"
+                "completions per step is not a multiple of num_generations = "
+                f"{self.num_generations}"
             )
         return total // self.num_generations

@@ -8,6 +8,7 @@ saves the last completed step as a checkpoint before it propagates, so no work i
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import time
@@ -88,6 +89,8 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        for module in config.imports:  # user plug-ins register themselves on import
+            importlib.import_module(module)
         self.config = config = apply_algorithm_defaults(config)
         self.accelerator = acc = Accelerator()
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
@@ -110,7 +113,8 @@ class Trainer:
         per_process = config.per_device_train_batch_size * config.gradient_accumulation_steps
         if per_process % config.num_generations:
             raise ValueError(
-                f"per_device_train_batch_size × gradient_accumulation_steps = {per_process} must be "
+                "per_device_train_batch_size × gradient_accumulation_steps = "
+                f"{per_process} must be "
                 f"a multiple of num_generations = {config.num_generations}, so every group is "
                 "sampled and scored whole on one process"
             )
@@ -358,7 +362,8 @@ def _write_model_card(output_dir: Path, config: TrainConfig, summary: dict[str, 
         "",
         f"# {output_dir.name}",
         "",
-        f"Trained with aapo ({config.algorithm}) from `{config.model_name_or_path}` on `{config.dataset_name}` "
+        f"Trained with aapo ({config.algorithm}) from `{config.model_name_or_path}` "
+        f"on `{config.dataset_name}` "
         f"for {summary.get('steps')} steps.",
         "",
     ]

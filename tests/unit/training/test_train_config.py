@@ -48,7 +48,7 @@ def test_bad_values_are_named(args, message):
 
 
 def test_missing_config_file_lists_recipes():
-    with pytest.raises(ConfigError, match="not found.*default"):
+    with pytest.raises(ConfigError, match=r"not found.*default"):
         load_config(TrainConfig, "no_such_recipe", [])
 
 
