@@ -8,13 +8,14 @@ import re
 
 import pytest
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from a hub
+# Before transformers is imported (the hub reads it once): nothing may come from a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-transformers = pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
+import torch
+import transformers
 
-from aapo.assets import TINY_MODEL_DIR  # noqa: E402
-from aapo.data.synthetic import generate_structured  # noqa: E402
+from aapo.assets import TINY_MODEL_DIR
+from aapo.data.synthetic import generate_structured
 
 FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?\\boxed\{\d+\}.*?</answer>\s*$", re.S)
 
@@ -68,7 +69,6 @@ def test_config_is_a_standard_architecture(model) -> None:
 
 def test_greedy_generation_follows_the_format(model, tokenizer) -> None:
     problems = generate_structured(4, seed=0, levels=(1,), split="test")
-    width = 0
     prompts = [_prompt(tokenizer, [{"role": "user", "content": p.text}]) for p in problems]
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
@@ -82,10 +82,14 @@ def test_greedy_generation_follows_the_format(model, tokenizer) -> None:
     assert all(tokenizer.eos_token_id in row.tolist() for row in out[:, width:])
 
 
-def test_build_report_states_per_level_accuracy() -> None:
+def test_build_report_shows_tied_and_mixed_groups() -> None:
     report = json.loads((TINY_MODEL_DIR / "build_report.json").read_text())
-    for mode in ("greedy", "sampled_t1"):
-        by_level = report["test"][mode]["by_level"]
-        assert set(by_level) == {"1", "2", "3", "4", "5"}
     greedy = report["test"]["greedy"]["by_level"]
+    sampled = report["test"]["sampled_t1"]["by_level"]
+    assert set(greedy) == set(sampled) == {"1", "2", "3", "4", "5"}
     assert greedy["1"]["accuracy"] >= 0.8 and greedy["5"]["accuracy"] <= 0.3
+    assert all(level["format"] >= 0.95 for level in sampled.values())
+    # The regime AAPO is about: groups that tie at both ends, mixed groups in the middle.
+    assert sampled["1"]["groups_all_right"] >= 0.2 and sampled["5"]["groups_all_wrong"] >= 0.8
+    middle = sampled["3"]
+    assert 1 - middle["groups_all_right"] - middle["groups_all_wrong"] >= 0.5
