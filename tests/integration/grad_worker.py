@@ -1,0 +1,52 @@
+"""Run by torchrun in `test_distributed.py`: one training step on a crafted batch, saving the
+averaged gradient (process 0) so 1- and 2-process runs can be compared."""
+
+import sys
+
+import torch
+
+from aapo.rollout import Sample
+from aapo.training.config import TrainConfig
+from aapo.training.step import train_step
+from aapo.training.trainer import Trainer
+
+
+class Crafted:
+    def __init__(self, tokenizer):
+        self.texts = [
+            "<think> 1 </think> <answer> \\boxed{1} </answer>",
+            "<think> 22 </think> <answer> \\boxed{2} </answer>",
+        ]
+        self.ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in self.texts]
+
+    def generate(self, prompts, params):
+        return [
+            [Sample(list(self.ids[i % 2]), self.texts[i % 2], False) for i in range(params.n)]
+            for _ in prompts
+        ]
+
+
+def main(out_path: str, per_device: int, accumulation: int) -> None:
+    config = TrainConfig(
+        num_generations=4,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        dataset_size=64,
+        reward_funcs=["rewards_for_tests:boxed_one"],
+        report_to=[],
+        output_dir=out_path + ".run",
+        scale_rewards="batch",
+    )
+    trainer = Trainer(config)
+    sampler = Crafted(trainer.tokenizer)
+    trainer.parts.policy_sampler = trainer.parts.reference_sampler = sampler
+    trainer.parts.optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradient
+    train_step(trainer.parts, trainer.batch_rows(0))
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        torch.save({n: p.grad.clone() for n, p in model.named_parameters()}, out_path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
