@@ -28,7 +28,7 @@ def load_problems(name: str, split: str = "train", seed: int = 42, size: int = 2
         return synthetic_split(split, seed=seed, size=size)
     path = Path(name)
     if path.suffix == ".jsonl" or path.suffix == ".json":
-        return _validate(_read_jsonl(path), str(path))
+        return _validate(read_jsonl(path), str(path))
     if path.suffix == ".parquet":
         return _validate(_read_parquet(path), str(path))
     if path.exists():
@@ -44,12 +44,15 @@ def synthetic_split(split: str, seed: int = 42, size: int = 2000) -> list[dict]:
     return make_splits(size, SYNTHETIC_TEST_SIZE, seed)[split]
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
+def read_jsonl(path: Path, limit: int | None = None) -> list[tuple[str, Any]]:
+    """(`file:line`, parsed row) for the first `limit` non-blank lines; bad JSON names its line."""
     if not path.exists():
         raise DatasetError(f"dataset file {path} does not exist")
-    rows = []
+    rows: list[tuple[str, Any]] = []
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
+            if limit is not None and len(rows) >= limit:
+                break
             if not line.strip():
                 continue
             try:

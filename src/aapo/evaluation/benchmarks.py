@@ -17,14 +17,13 @@ Left out: `datasets` configs (subsets) other than the default one, multiple-choi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aapo.data.datasets import SYNTHETIC_TEST_SIZE, DatasetError
+from aapo.data.datasets import SYNTHETIC_TEST_SIZE, DatasetError, read_jsonl
 from aapo.rewards import Grader, get_grader, gold_text
 
 log = logging.getLogger(__name__)
@@ -84,32 +83,16 @@ def load_benchmark(
                 f"benchmark {name!r}: {path} does not exist. Point --data_dir (or ${DATA_DIR_ENV}) "
                 f"at a folder holding {', '.join(BENCHMARK_FILES.values())}"
             )
-        return _from_rows(name, str(path), _read_jsonl(path, limit), skip_bad_gold, grader)
+        return _from_rows(name, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
     path = Path(name)
     if path.suffix == ".jsonl":
         if not path.exists():
             raise DatasetError(f"benchmark file {path} does not exist")
-        return _from_rows(path.stem, str(path), _read_jsonl(path, limit), skip_bad_gold, grader)
+        return _from_rows(path.stem, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
     known = ", ".join([*BENCHMARK_FILES, SYNTHETIC])
     raise DatasetError(
         f"unknown benchmark {name!r}: use one of {known}, a .jsonl path, or hf:<dataset>[:split]"
     )
-
-
-def _read_jsonl(path: Path, limit: int | None) -> list[tuple[str, Any]]:
-    """(`file:line`, parsed row) for the first `limit` non-blank lines."""
-    rows: list[tuple[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-    return rows
 
 
 def _from_rows(
