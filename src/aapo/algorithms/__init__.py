@@ -4,6 +4,8 @@ Pure functions on tensors (no model, no I/O). `registry.py` shows how to add an 
 """
 
 from .advantages import (
+    GPG_NORMS,
+    SCALE_REWARDS,
     AdvantageResult,
     GroupStats,
     aapo,
@@ -16,6 +18,7 @@ from .advantages import (
 )
 from .losses import (
     AGGREGATION_MODES,
+    CLIP_METRIC_NAMES,
     aggregate_loss,
     clipped_surrogate_loss,
     k3_kl,
@@ -24,7 +27,6 @@ from .losses import (
 from .registry import (
     ADVANTAGE_NAMES,
     ALGORITHM_NAMES,
-    POLICY_LOSS_NAMES,
     AdvantageEstimator,
     Algorithm,
     compute_advantages,
@@ -40,7 +42,9 @@ __all__ = [
     "ADVANTAGE_NAMES",
     "AGGREGATION_MODES",
     "ALGORITHM_NAMES",
-    "POLICY_LOSS_NAMES",
+    "CLIP_METRIC_NAMES",
+    "GPG_NORMS",
+    "SCALE_REWARDS",
     "AdvantageEstimator",
     "AdvantageResult",
     "Algorithm",

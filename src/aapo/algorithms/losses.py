@@ -19,6 +19,12 @@ import torch
 from torch import Tensor
 
 AGGREGATION_MODES = ("token_mean", "sequence_mean", "constant")
+# the clip masks `clipped_surrogate_loss` returns, under the metric names TRL logs them as
+CLIP_METRIC_NAMES = {
+    "low_clipped": "clip_ratio/low_mean",
+    "high_clipped": "clip_ratio/high_mean",
+    "region_clipped": "clip_ratio/region_mean",
+}
 
 
 def _check_same_shape(**tensors: Tensor) -> None:

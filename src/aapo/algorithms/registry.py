@@ -81,7 +81,6 @@ _ALGORITHMS: dict[str, Algorithm] = {}
 
 # live views: they include whatever a user registers later
 ADVANTAGE_NAMES = _ADVANTAGES.keys()
-POLICY_LOSS_NAMES = _POLICY_LOSSES.keys()
 ALGORITHM_NAMES = _ALGORITHMS.keys()
 
 

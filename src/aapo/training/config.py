@@ -9,8 +9,20 @@ so the trainer can trust it.
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from aapo.algorithms import AGGREGATION_MODES, GPG_NORMS, SCALE_REWARDS
+from aapo.models import DTYPES
+
+# closed choices, written once in the modules that implement them
+ScaleRewards = Literal[SCALE_REWARDS]
+GpgNorm = Literal[GPG_NORMS]
+Aggregation = Literal[AGGREGATION_MODES]
+Dtype = Literal[("auto", *DTYPES)]
+Sink = Literal["tensorboard", "wandb", "none"]
 
 
 def _doc(default: Any, text: str) -> Any:
@@ -25,7 +37,7 @@ class TrainConfig:
     model_name_or_path: str = _doc(
         "bundled", "HF model id or local path; `bundled` = the shipped tiny model."
     )
-    dtype: str = _doc("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.")
+    dtype: Dtype = _doc("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.")
     imports: list[str] = _doc(
         [], "Python modules imported first; they may register estimators, losses or rewards."
     )
@@ -76,7 +88,7 @@ class TrainConfig:
     beta: float = _doc(0.0, "KL coefficient (k3 estimator against the reference model); 0 = no KL.")
     epsilon: float = _doc(0.2, "Lower clip of the probability ratio (clipped-surrogate losses).")
     epsilon_high: float | None = _doc(None, "Upper clip; null = epsilon (DAPO sets 0.28).")
-    scale_rewards: str = _doc(
+    scale_rewards: ScaleRewards = _doc(
         "group", "group, batch or none: what the group-normalised term divides by."
     )
     delta_low: float = _doc(-0.2, "AAPO: lower clip of the advantage momentum.")
@@ -84,9 +96,14 @@ class TrainConfig:
     momentum_clip: bool = _doc(
         True, "AAPO: clip the momentum (false = the paper's w/o-clip ablation)."
     )
-    gpg_norm: str = _doc("1", "GPG: F_norm, `1` or `std`.")
+    gpg_norm: GpgNorm = _doc("1", "GPG: F_norm, `1` or `std`.")
     gpg_alpha: bool = _doc(True, "GPG: scale by alpha = B / (B - M), M = tied groups.")
-    loss_aggregation: str | None = _doc(None, "Override: token_mean, sequence_mean or constant.")
+    advantage_kwargs: dict = _doc(
+        {}, "Extra keyword options for the advantage estimator (e.g. a registered one's own)."
+    )
+    loss_aggregation: Aggregation | None = _doc(
+        None, "Override: token_mean, sequence_mean or constant."
+    )
     mask_truncated_completions: bool = _doc(
         False, "Leave completions that hit the length cap out of the loss."
     )
@@ -122,7 +139,7 @@ class TrainConfig:
     )
     save_steps: int = _doc(0, "Checkpoint every N steps; 0 = only the final model.")
     save_total_limit: int | None = _doc(2, "Keep at most this many checkpoints; null = all.")
-    report_to: list[str] = _doc(
+    report_to: list[Sink] = _doc(
         ["tensorboard"], "Extra sinks beside metrics.jsonl: tensorboard, wandb."
     )
     log_completions: bool = _doc(
@@ -140,67 +157,140 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        positive = (
-            "num_generations",
-            "max_completion_length",
-            "max_prompt_length",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "logging_steps",
-        )
-        for name in positive:
+        for name in _POSITIVE_INTS:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_generations < 2:
             raise ValueError(
                 "num_generations must be >= 2: advantages compare completions within a group"
             )
+        _check_choices(self)
+        self.batch_layout()  # G must divide each process's completions
+        self._check_ranges()
+        self._check_rewards()
+        if self.delta_low > self.delta_high:
+            raise ValueError(
+                f"delta_low ({self.delta_low}) must be <= delta_high ({self.delta_high})"
+            )
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
+            raise ValueError("set max_steps > 0, or max_steps -1 with num_train_epochs > 0")
+        _check_scheduler(self.lr_scheduler_type)
+
+    def _check_ranges(self) -> None:
+        """Every numeric option inside its range, named with its value."""
+        checks = [
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            (
+                "temperature",
+                self.temperature > 0,
+                "> 0 (sampling needs a temperature; greedy decoding gives no group to compare)",
+            ),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("epsilon", self.epsilon >= 0, ">= 0"),
+            ("epsilon_high", self.epsilon_high is None or self.epsilon_high >= 0, ">= 0"),
+            ("beta", self.beta >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("adam_beta1", 0 <= self.adam_beta1 < 1, "in [0, 1)"),
+            ("adam_beta2", 0 <= self.adam_beta2 < 1, "in [0, 1)"),
+            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+            ("reward_timeout", self.reward_timeout > 0, "> 0"),
+            ("save_steps", self.save_steps >= 0, ">= 0"),
+            (
+                "save_total_limit",
+                self.save_total_limit is None or self.save_total_limit >= 1,
+                ">= 1, or null to keep every checkpoint",
+            ),
+            ("eval_num_problems", self.eval_num_problems >= 0, ">= 0"),
+            ("dataset_size", self.dataset_size >= 1, ">= 1"),
+        ]
+        for name, ok, allowed in checks:
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+    def _check_rewards(self) -> None:
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one reward function")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has "
                 f"{len(self.reward_funcs)}"
             )
-        if not self.reward_funcs:
-            raise ValueError("reward_funcs is empty: name at least one reward function")
+        for weight in self.reward_weights or []:
+            if not math.isfinite(weight):
+                raise ValueError(f"reward_weights must be finite, got {self.reward_weights}")
         for key in self.reward_kwargs:
             if key not in self.reward_funcs:
                 raise ValueError(f"reward_kwargs names {key!r}, which is not in reward_funcs")
-        checks: dict[str, tuple] = {
-            "scale_rewards": ("group", "batch", "none"),
-            "gpg_norm": ("1", "std"),
-            "loss_aggregation": (None, "token_mean", "sequence_mean", "constant"),
-        }
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
-                )
-        if self.delta_low > self.delta_high:
+        shadowed = sorted(set(self.advantage_kwargs) & _FIELD_NAMES)
+        if shadowed:
             raise ValueError(
-                f"delta_low ({self.delta_low}) must be <= delta_high ({self.delta_high})"
+                f"advantage_kwargs sets {shadowed}, which are config keys: set them directly"
             )
-        if not 0 <= self.warmup_ratio <= 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
-            raise ValueError("set max_steps > 0, or max_steps -1 with num_train_epochs > 0")
-        if self.save_steps < 0 or self.eval_num_problems < 0:
-            raise ValueError("save_steps and eval_num_problems must be >= 0")
-        for sink in self.report_to:
-            if sink not in ("tensorboard", "wandb", "none"):
-                raise ValueError(
-                    f"report_to entries must be tensorboard, wandb or none, got {sink!r}"
-                )
 
-    def completions_per_step(self, num_processes: int = 1) -> int:
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps * num_processes
+    def batch_layout(self, num_processes: int = 1) -> BatchLayout:
+        """The one place batch sizes are derived (TRL's rule: G divides the step's
+        completions, and each process samples and scores whole groups)."""
+        per_process = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if per_process % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size × gradient_accumulation_steps = {per_process} "
+                "completions per process is not a multiple of num_generations = "
+                f"{self.num_generations}, so groups would be split across micro-batch rounds"
+            )
+        prompts = per_process // self.num_generations
+        return BatchLayout(prompts, prompts * num_processes, per_process * num_processes)
 
     def prompts_per_step(self, num_processes: int = 1) -> int:
-        """B: distinct prompts per optimizer step; G must divide the step's completions."""
-        total = self.completions_per_step(num_processes)
-        if total % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size × gradient_accumulation_steps × processes = {total} "
-                "completions per step is not a multiple of num_generations = "
-                f"{self.num_generations}"
-            )
-        return total // self.num_generations
+        """B: distinct prompts per optimizer step."""
+        return self.batch_layout(num_processes).prompts_per_step
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one optimizer step's work is laid out over processes."""
+
+    prompts_per_process: int
+    prompts_per_step: int  # B
+    completions_per_step: int  # B·G
+
+
+_POSITIVE_INTS = (
+    "num_generations",
+    "max_completion_length",
+    "max_prompt_length",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "logging_steps",
+)
+_FIELD_NAMES = frozenset(TrainConfig.__dataclass_fields__)
+
+
+def _check_choices(config: TrainConfig) -> None:
+    """Closed choices (`Literal` fields, alone, optional or in a list) hold allowed values,
+    also when the config is built in Python rather than from YAML."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        allowed = _literal_values(hint)
+        value = getattr(config, name)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if allowed is not None and item is not None and item not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {item!r}")
+
+
+def _literal_values(hint: Any) -> tuple | None:
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):  # Optional[Literal] and list[Literal]
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return None
+
+
+def _check_scheduler(name: str) -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    allowed = [kind.value for kind in SchedulerType]
+    if name not in allowed:
+        raise ValueError(f"lr_scheduler_type must be one of {allowed}, got {name!r}")

@@ -24,14 +24,17 @@ from typing import Any
 import torch
 
 from aapo.algorithms import (
+    CLIP_METRIC_NAMES,
     Algorithm,
     aggregate_loss,
+    as_groups,
     combine_rewards,
     compute_advantages,
     get_policy_loss,
     group_stats,
     k3_kl,
 )
+from aapo.data.rows import PromptRow
 from aapo.rollout import Sample, Sampler, SamplingParams
 from aapo.training.config import TrainConfig
 from aapo.training.logprobs import completion_logprobs, pack
@@ -54,7 +57,7 @@ class StepParts:
     scheduler: Any
     accelerator: Any
     pad_id: int
-    advantage_options: dict[str, Any] = field(default_factory=dict)
+    advantage_options: dict[str, Any] = field(default_factory=dict)  # by the estimator's signature
 
 
 @dataclass
@@ -67,6 +70,27 @@ class Scored:
     valid: torch.Tensor  # [B, G]
 
 
+@dataclass
+class GatheredRewards:
+    """Every process's rewards, stacked prompt-major: what batch-level statistics need."""
+
+    rewards: torch.Tensor  # [B, G]
+    valid: torch.Tensor  # [B, G]
+    per_function: torch.Tensor  # [N, K]
+    ref_rewards: torch.Tensor | None  # [B, G]
+    ref_valid: torch.Tensor | None  # [B, G]
+
+    @classmethod
+    def gather(cls, acc: Any, policy: Scored, ref: Scored | None) -> GatheredRewards:
+        return cls(
+            rewards=acc.gather(policy.rewards),
+            valid=acc.gather(policy.valid),
+            per_function=acc.gather(policy.per_function.T),
+            ref_rewards=acc.gather(ref.rewards) if ref is not None else None,
+            ref_valid=acc.gather(ref.valid) if ref is not None else None,
+        )
+
+
 @contextlib.contextmanager
 def _timed(times: dict[str, float], key: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -74,12 +98,12 @@ def _timed(times: dict[str, float], key: str) -> Iterator[None]:
     times[key] = times.get(key, 0.0) + time.perf_counter() - start
 
 
-def train_step(parts: StepParts, rows: list[dict]) -> dict[str, float]:
+def train_step(parts: StepParts, rows: list[PromptRow]) -> dict[str, float]:
     """Run one step on this process's prompts `rows`; return the step's (global) metrics."""
     cfg, acc = parts.config, parts.accelerator
     G = cfg.num_generations
     params = SamplingParams(G, cfg.temperature, cfg.top_p, cfg.max_completion_length)
-    prompt_ids = [row["_prompt_ids"] for row in rows]
+    prompt_ids = [row.prompt_ids for row in rows]
     times: dict[str, float] = {}
 
     with _timed(times, "time/policy_generation"):  # 1
@@ -94,13 +118,13 @@ def train_step(parts: StepParts, rows: list[dict]) -> dict[str, float]:
         ref = _score(parts, rows, ref_samples) if ref_samples is not None else None
 
     # 4: gather [B_local, G] → [B, G] across processes, compute, keep this process's rows
-    gathered = {k: acc.gather(v) for k, v in _reward_tensors(policy, ref).items()}
+    gathered = GatheredRewards.gather(acc, policy, ref)
     result = compute_advantages(
         parts.advantage_name,
-        gathered["rewards"],
-        valid=gathered["valid"],
-        ref_rewards=gathered.get("ref_rewards"),
-        ref_valid=gathered.get("ref_valid"),
+        gathered.rewards,
+        valid=gathered.valid,
+        ref_rewards=gathered.ref_rewards,
+        ref_valid=gathered.ref_valid,
         **parts.advantage_options,
     )
     local = slice(acc.process_index * len(rows), (acc.process_index + 1) * len(rows))
@@ -109,7 +133,7 @@ def train_step(parts: StepParts, rows: list[dict]) -> dict[str, float]:
     with _timed(times, "time/update"):  # 5, 6
         update = _update(parts, prompt_ids, policy.samples, advantages)
 
-    metrics = _metrics(parts, gathered, policy, ref, result.advantages, update)  # 7
+    metrics = _metrics(parts, gathered, policy, result.advantages, update)  # 7
     metrics.update(result.metrics)
     metrics.update(times)
     metrics["time/step"] = sum(times.values())
@@ -120,30 +144,18 @@ def _flatten(groups: list[list[Sample]]) -> list[Sample]:
     return [sample for group in groups for sample in group]
 
 
-def _score(parts: StepParts, rows: list[dict], samples: list[Sample]) -> Scored:
+def _score(parts: StepParts, rows: list[PromptRow], samples: list[Sample]) -> Scored:
+    """TRL's reward call: dataset columns repeated once per completion of the row's group."""
     G = parts.config.num_generations
-    columns = {
-        key: [row[key] for row in rows for _ in range(G)]
-        for key in rows[0]
-        if not key.startswith("_")
-    }
-    prompts = columns.get("problem", [""] * len(samples))
+    columns = {key: [row.columns[key] for row in rows for _ in range(G)] for key in rows[0].columns}
     per_function = parts.scorer.score(
-        prompts,
+        columns["problem"],
         [s.text for s in samples],
         [s.completion_ids for s in samples],
         columns,
     )
-    weights = parts.scorer.weights
-    rewards, valid = combine_rewards(per_function, weights)
-    return Scored(samples, per_function, rewards.reshape(-1, G), valid.reshape(-1, G))
-
-
-def _reward_tensors(policy: Scored, ref: Scored | None) -> dict[str, torch.Tensor]:
-    out = {"rewards": policy.rewards, "valid": policy.valid, "per_function": policy.per_function.T}
-    if ref is not None:
-        out.update(ref_rewards=ref.rewards, ref_valid=ref.valid)
-    return out
+    rewards, valid = combine_rewards(per_function, parts.scorer.weights)
+    return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
 
 
 @dataclass
@@ -253,14 +265,13 @@ def _clip_and_step(parts: StepParts) -> float:
 
 def _metrics(
     parts: StepParts,
-    gathered: dict[str, torch.Tensor],
+    gathered: GatheredRewards,
     policy: Scored,
-    ref: Scored | None,
     advantages: torch.Tensor,
     update: UpdateResult,
 ) -> dict[str, float]:
     acc = parts.accelerator
-    rewards, valid = gathered["rewards"], gathered["valid"]  # [B, G]
+    rewards, valid = gathered.rewards, gathered.valid  # [B, G]
     stats = group_stats(rewards, valid)
     lengths = torch.tensor([len(s.completion_ids) for s in policy.samples], dtype=torch.float32)
     truncated = torch.tensor([float(s.truncated) for s in policy.samples])
@@ -281,23 +292,18 @@ def _metrics(
         "learning_rate": parts.scheduler.get_last_lr()[0],
         "num_tokens": float(update.num_tokens),
     }
-    per_function = gathered["per_function"]  # [N, K]
+    per_function = gathered.per_function  # [N, K]
     for k, name in enumerate(parts.scorer.names):
         column = per_function[:, k]
         present = column[~torch.isnan(column)]
         out[f"rewards/{name}/mean"] = _mean(present)
         out[f"rewards/{name}/std"] = present.std().item() if present.numel() > 1 else 0.0
-    if ref is not None:
-        out["ref_reward"] = _mean(gathered["ref_rewards"][gathered["ref_valid"]])
+    if gathered.ref_rewards is not None:
+        out["ref_reward"] = _mean(gathered.ref_rewards[gathered.ref_valid])
     if update.kl is not None:
         out["kl"] = update.kl
-    names = {
-        "low_clipped": "low_mean",
-        "high_clipped": "high_mean",
-        "region_clipped": "region_mean",
-    }
     for key, value in update.clip_fractions.items():
-        out[f"clip_ratio/{names.get(key, key)}"] = value
+        out[CLIP_METRIC_NAMES.get(key, f"clip_ratio/{key}")] = value
     out.update(_sum_counts(acc, parts.scorer.pop_metrics()))
     return out
 
