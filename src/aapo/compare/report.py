@@ -184,8 +184,13 @@ def _accuracy_section(groups: Mapping[str, Sequence[Run]]) -> str:
             fmt(summarise(runs, gain), signed=True),
         ]
         rows.append(row + [fmt(summarise(runs, last_value(key))) for key in levels])
-    note = "Levels: the last logged `eval/accuracy/level_<L>` of each run." if levels else ""
-    return "\n\n".join(s for s in (title, table(header, rows), note) if s)
+    note = (
+        "Before / after: each run's `held_out_accuracy_before` / `_after` (summary.json), else "
+        "its first (step 0) / last `eval/accuracy`; gain: after - before, paired within a run."
+    )
+    if levels:
+        note += " Levels: the last logged `eval/accuracy/level_<L>` of each run."
+    return "\n\n".join((title, table(header, rows), note))
 
 
 def _paired_section(groups: Mapping[str, Sequence[Run]], baseline: str) -> str:
@@ -253,22 +258,27 @@ def _steps_to(run: Run, target: float, held_out: bool) -> float | None:
 
 
 def _training_section(groups: Mapping[str, Sequence[Run]]) -> str:
-    header = ["variant", "loss variance", "tie fraction", "zero-advantage fraction"]
+    header = ["variant", "loss variance", "tie fraction", "zero-advantage fraction", "seconds"]
     rows = [
         [
             name,
             fmt(summarise(runs, loss_variance), ".2e"),
             fmt(summarise(runs, mean_of("frac_reward_zero_std"))),
             fmt(summarise(runs, mean_of("advantage/zero_frac"))),
+            _plain_mean(summarise(runs, lambda run: _finite(run.summary.get("seconds")))),
         ]
         for name, runs in groups.items()
     ]
     notes = (
         "Loss variance: the sample variance of the per-step `loss` over a run (the paper: "
         f"{PAPER_LOSS_VARIANCE}). Tie fraction: the mean over steps of `frac_reward_zero_std`, "
-        "the share of groups whose rewards all tie."
+        "the share of groups whose rewards all tie. Seconds: wall time of one run (summary.json)."
     )
     return f"## Training statistics\n\n{table(header, rows)}\n\n{notes}"
+
+
+def _plain_mean(interval: stats.Interval) -> str:
+    return f"{interval.mean:.0f}" if interval.n else "–"
 
 
 def _figures_section(figures: Mapping[str, Path], report_path: Path) -> str:

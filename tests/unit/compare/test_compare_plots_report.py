@@ -1,5 +1,7 @@
 """Figures and the report from synthetic run directories."""
 
+import re
+
 import pytest
 
 from aapo.compare import plot, write_outputs
@@ -114,3 +116,26 @@ def test_plot_writes_report_with_relative_figure_links(tmp_path, make_run, recor
     assert (tmp_path / "out" / "figures" / "reward.png").is_file()
     with pytest.raises(ValueError, match="no runs"):
         write_outputs({}, tmp_path / "none", None, None, 1)
+
+
+def test_cli_plot_and_compare_name_bad_input(tmp_path, make_run, records, capsys):
+    from aapo.cli import main
+
+    run = make_run(tmp_path / "one", "gpg", 1, records(3, 0.1, False))
+    main(["plot", str(run)])  # one RUN_DIR: figures and report go into it
+    assert (run / "report.md").is_file() and (run / "figures" / "loss.png").is_file()
+    cases = [
+        (["plot", str(run), str(run)], "give --output DIR"),
+        (["plot", str(run), "--smooth", "0"], "--smooth must be >= 1"),
+        (["plot", str(run), "--target", "1.5"], r"--target must be an accuracy in \[0, 1\]"),
+        (["plot", str(run), "--baseline", "grpo"], "baseline 'grpo' is not among the runs"),
+        (["compare", "--algorithms", "aapo,gpg", "--baseline", "grpo", "--output_dir",
+          str(tmp_path / "c")], r"--baseline 'grpo' is not among --algorithms \(aapo, gpg\)"),
+        (["compare", "--algorithms", "aapo,foo"], "unknown algorithm or variant 'foo'"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        assert re.search(message, capsys.readouterr().err), argv
+    assert not (tmp_path / "c").exists()  # nothing trained or written
