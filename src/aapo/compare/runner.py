@@ -37,7 +37,7 @@ import yaml
 
 from aapo.compare.runs import SUMMARY_FILE
 from aapo.compare.variants import RUNNER_KEYS, CompareError, Variant, parse_variants
-from aapo.config import config_to_dict, load_config, parse_overrides
+from aapo.config import config_to_dict, load_config, parse_overrides, read_yaml
 from aapo.training.checkpoint import list_checkpoints
 
 log = logging.getLogger("aapo.compare")
@@ -107,15 +107,11 @@ def plan_comparison(
     config = str(Path(config).resolve()) if Path(config).is_file() else config
     # the shared options are checked once, and plug-ins imported, before variants are looked up
     prepare_config(load_config(TrainConfig, config, options))
-    variants = parse_variants(algorithms)
+    variants, seed_list = parse_variants(algorithms), parse_seeds(seeds)
+    _check_variants_differ(variants, set(given), set(read_yaml(config)), config)
     jobs = []
     for variant in variants:
-        clash = sorted(set(given) & set(variant.overrides))
-        if clash:
-            raise CompareError(
-                f"train option --{clash[0]} clashes with variant {variant.name!r}, which sets it"
-            )
-        for seed in parse_seeds(seeds):
+        for seed in seed_list:
             run_dir = output_dir / variant.name / f"seed-{seed}"
             args = _run_args(variant, seed, run_dir)
             try:
@@ -123,7 +119,25 @@ def plan_comparison(
             except ValueError as err:
                 raise CompareError(f"variant {variant.name!r}: {err}") from err
             jobs.append(Job(variant, seed, run_dir, _as_yaml(config_to_dict(built))))
-    return Plan(config, options, variants, parse_seeds(seeds), jobs)
+    return Plan(config, options, variants, seed_list, jobs)
+
+
+def _check_variants_differ(
+    variants: Sequence[Variant], options: set[str], yaml_keys: set[str], config: str
+) -> None:
+    """A key a variant varies must be left to the variants: set in the shared config or the
+    options, it would change the other variants too (aapo would become aapo_noclip)."""
+    for variant in variants:
+        for key in sorted(variant.overrides):
+            if key in options:
+                raise CompareError(
+                    f"train option --{key} clashes with variant {variant.name!r}, which sets it"
+                )
+            if key in yaml_keys:
+                raise CompareError(
+                    f"config {config} sets {key!r}, which variant {variant.name!r} varies; "
+                    "remove it so the variants differ in it"
+                )
 
 
 def _hint(key: str) -> str:
@@ -201,8 +215,9 @@ def run_jobs(
     if jobs_at_once < 1:
         raise CompareError(f"--jobs must be >= 1, got {jobs_at_once}")
     states = {job.run_dir: job_state(job) for job in plan.jobs}  # config clashes fail first
+    pending = sum(state != "done" for state in states.values())
     env = dict(os.environ)
-    threads = str(threads_per_job(jobs_at_once))
+    threads = str(threads_per_job(max(1, min(jobs_at_once, pending))))
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
     stop = threading.Event()
 

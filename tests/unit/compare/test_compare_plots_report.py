@@ -99,6 +99,17 @@ def test_default_target_is_the_baselines_final_accuracy(tmp_path, make_run, reco
         render_report(groups, {}, tmp_path / "report.md", baseline="grpo")
 
 
+def test_steps_to_target_fall_back_on_smoothed_training_accuracy(tmp_path, make_run, records):
+    for seed in (1, 2):
+        make_run(tmp_path / f"s{seed}", "grpo", seed, records(4, 0.1 * seed, False))
+    groups = group_runs(find_runs([tmp_path]))
+    text = render_report(groups, {}, tmp_path / "report.md", target=0.29)
+    # training accuracy = 0.1·seed + 0.05·step; trailing means over up to 10 steps:
+    # seed 1: 0.15, 0.175, 0.2, 0.225 (never 0.29); seed 2: 0.25, 0.275, 0.30 (step 3), 0.325
+    assert "Measured on training accuracy (trailing mean over 10 steps" in text
+    assert "| grpo | 1/2 | 3.0 (1 seed) |" in text
+
+
 def test_runs_differing_within_a_variant_are_flagged(tmp_path, make_run, records):
     make_run(tmp_path / "a1", "gpg", 1, records(2, 0.1, False), learning_rate=1e-6)
     make_run(tmp_path / "a2", "gpg", 2, records(2, 0.1, False), learning_rate=1e-5)

@@ -119,6 +119,11 @@ def test_bad_plans_name_the_culprit(tmp_path):
     for options, algorithms, match in cases:
         with pytest.raises(ConfigError, match=match):
             plan_comparison(algorithms, "1", "default", options, tmp_path)
+    shared = tmp_path / "run.yaml"
+    shared.write_text("momentum_clip: false\nmax_steps: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="sets 'momentum_clip', which variant 'aapo_noclip'"):
+        plan_comparison("aapo,aapo_noclip", "1", str(shared), [], tmp_path)
+    assert plan_comparison("aapo", "1", str(shared), [], tmp_path).jobs[0].planned["max_steps"] == 3
 
 
 def test_finished_runs_are_kept_and_killed_runs_resume_or_restart(tmp_path, fake, monkeypatch):
