@@ -192,9 +192,9 @@ def _compare_or_plot(
 
     report = dict(baseline=args.baseline, target=args.target, smooth=args.smooth)
     if args.command == "compare":
+        runs = dict(algorithms=args.algorithms, seeds=args.seeds, config=args.config)
         path = compare(
-            args.algorithms, args.seeds, args.config, rest, Path(args.output_dir), args.jobs,
-            **report,
+            **runs, options=rest, output_dir=Path(args.output_dir), jobs=args.jobs, **report
         )
     else:
         if rest:

@@ -13,22 +13,42 @@ from aapo.cli import main
 
 pytestmark = pytest.mark.slow
 TINY = [
-    "--max_steps", "2",
-    "--num_generations", "2",
-    "--per_device_train_batch_size", "4",
-    "--gradient_accumulation_steps", "1",
-    "--max_completion_length", "8",
-    "--dataset_size", "16",
-    "--eval_num_problems", "4",
-    "--save_steps", "1",
-    "--report_to", "[]",
+    "--max_steps",
+    "2",
+    "--num_generations",
+    "2",
+    "--per_device_train_batch_size",
+    "4",
+    "--gradient_accumulation_steps",
+    "1",
+    "--max_completion_length",
+    "8",
+    "--dataset_size",
+    "16",
+    "--eval_num_problems",
+    "4",
+    "--save_steps",
+    "1",
+    "--report_to",
+    "[]",
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _compare(out):
-    command = [sys.executable, "-m", "aapo", "compare", "--algorithms", "aapo,grpo",
-               "--seeds", "2", "--output_dir", str(out), *TINY]
+    command = [
+        sys.executable,
+        "-m",
+        "aapo",
+        "compare",
+        "--algorithms",
+        "aapo,grpo",
+        "--seeds",
+        "2",
+        "--output_dir",
+        str(out),
+        *TINY,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -58,7 +58,9 @@ PANELS = (
         ("low", "high"),
     ),
     Panel(
-        "reference_reward", "Policy vs reference reward", ("reward", "ref_reward"),
+        "reference_reward",
+        "Policy vs reference reward",
+        ("reward", "ref_reward"),
         ("policy", "reference"),
     ),
 )
@@ -96,8 +98,12 @@ def level_panels(groups: Mapping[str, Sequence[Run]]) -> list[Panel]:
         if (m := LEVEL_KEY.match(key))
     }
     return [
-        Panel(f"eval_accuracy_level_{level}", f"Held-out accuracy, level {level}",
-              (f"eval/accuracy/level_{level}",), smooth=False)
+        Panel(
+            f"eval_accuracy_level_{level}",
+            f"Held-out accuracy, level {level}",
+            (f"eval/accuracy/level_{level}",),
+            smooth=False,
+        )
         for level in sorted(found, key=_level_order)
     ]
 
@@ -156,8 +162,12 @@ def _draw(ax: Any, groups: Mapping[str, Sequence[Run]], panel: Panel, smooth: in
             label=label,
         )
         ax.fill_between(
-            steps, [i.low for i in intervals], [i.high for i in intervals],
-            color=colour, alpha=0.18, linewidth=0,
+            steps,
+            [i.low for i in intervals],
+            [i.high for i in intervals],
+            color=colour,
+            alpha=0.18,
+            linewidth=0,
         )
     ax.set_title(panel.title)
     ax.set_xlabel("step")

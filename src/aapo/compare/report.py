@@ -205,8 +205,15 @@ def _paired_section(groups: Mapping[str, Sequence[Run]], baseline: str) -> str:
         values = by_seed(runs, final_accuracy)
         diff = stats.paired_difference(values, base)
         better = sum(values[s] > base[s] for s in set(values) & set(base))
-        rows.append([name, str(diff.n), fmt(diff, signed=True), f"{better}/{diff.n}",
-                     _reading(diff, baseline)])
+        rows.append(
+            [
+                name,
+                str(diff.n),
+                fmt(diff, signed=True),
+                f"{better}/{diff.n}",
+                _reading(diff, baseline),
+            ]
+        )
     if not rows:
         return ""
     header = ["variant", "seeds paired", f"minus {baseline}", "seeds better", "reading"]
@@ -234,8 +241,12 @@ def _target_section(
         origin = f"{baseline}'s mean final held-out accuracy"
     else:
         origin = "--target"
-    metric = "held-out accuracy" if held_out else (
-        f"training accuracy (trailing mean over {TRAIN_WINDOW} steps; no held-out curve logged)"
+    metric = (
+        "held-out accuracy"
+        if held_out
+        else (
+            f"training accuracy (trailing mean over {TRAIN_WINDOW} steps; no held-out curve logged)"
+        )
     )
     rows = []
     for name, runs in groups.items():

@@ -207,9 +207,7 @@ def threads_per_job(jobs_at_once: int, cores: int | None = None) -> int:
     return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
 
 
-def run_jobs(
-    plan: Plan, jobs_at_once: int = 1, python: str = sys.executable
-) -> list[JobResult]:
+def run_jobs(plan: Plan, jobs_at_once: int = 1, python: str = sys.executable) -> list[JobResult]:
     """Run every job not yet done, `jobs_at_once` at a time; results in plan order. A failed
     job does not stop the others; Ctrl-C stops starting new ones (running ones checkpoint)."""
     if jobs_at_once < 1:

@@ -26,8 +26,11 @@ def _comparison(tmp_path, make_run, records, accuracies, eval_curve=True):
                 algorithm,
                 seed,
                 rows,
-                summary={"variant": variant, "held_out_accuracy_before": before,
-                         "held_out_accuracy_after": after},
+                summary={
+                    "variant": variant,
+                    "held_out_accuracy_before": before,
+                    "held_out_accuracy_after": after,
+                },
                 momentum_clip=variant != "aapo_noclip",
             )
     return group_runs(find_runs([tmp_path]))
@@ -35,7 +38,9 @@ def _comparison(tmp_path, make_run, records, accuracies, eval_curve=True):
 
 def test_figures_are_png_files_with_a_panel_per_logged_metric(tmp_path, make_run, records):
     groups = _comparison(
-        tmp_path / "runs", make_run, records,
+        tmp_path / "runs",
+        make_run,
+        records,
         {"aapo": {1: (0.5, 0.6), 2: (0.4, 0.5)}, "grpo": {1: (0.5, 0.55), 2: (0.4, 0.45)}},
     )
     paths = write_figures(groups, tmp_path / "fig", smooth=2)
@@ -52,15 +57,22 @@ def test_panels_without_data_are_skipped(tmp_path, make_run, records):
     paths = write_figures(groups, tmp_path / "fig")
     assert "reward" in paths and "loss" in paths
     # no AAPO run: no momentum, no reference reward; no eval lines: no held-out panel
-    for absent in ("momentum_mean", "momentum_clip", "reference_reward", "eval_accuracy",
-                   "eval_accuracy_levels"):
+    for absent in (
+        "momentum_mean",
+        "momentum_clip",
+        "reference_reward",
+        "eval_accuracy",
+        "eval_accuracy_levels",
+    ):
         assert absent not in paths
         assert not (tmp_path / "fig" / f"{absent}.png").exists()
 
 
 def test_report_numbers_from_fixtures(tmp_path, make_run, records):
     groups = _comparison(
-        tmp_path / "runs", make_run, records,
+        tmp_path / "runs",
+        make_run,
+        records,
         {
             "aapo": {1: (0.5, 0.6), 2: (0.5, 0.7), 3: (0.5, 0.8)},
             "aapo_noclip": {1: (0.5, 0.55), 2: (0.5, 0.65), 3: (0.5, 0.95)},
@@ -88,7 +100,9 @@ def test_report_numbers_from_fixtures(tmp_path, make_run, records):
 
 def test_default_target_is_the_baselines_final_accuracy(tmp_path, make_run, records):
     groups = _comparison(
-        tmp_path / "runs", make_run, records,
+        tmp_path / "runs",
+        make_run,
+        records,
         {"aapo": {1: (0.5, 0.7), 2: (0.5, 0.8)}, "gpg": {1: (0.5, 0.6), 2: (0.5, 0.6)}},
     )
     text = render_report(groups, {}, tmp_path / "report.md")
@@ -140,8 +154,18 @@ def test_cli_plot_and_compare_name_bad_input(tmp_path, make_run, records, capsys
         (["plot", str(run), "--smooth", "0"], "--smooth must be >= 1"),
         (["plot", str(run), "--target", "1.5"], r"--target must be an accuracy in \[0, 1\]"),
         (["plot", str(run), "--baseline", "grpo"], "baseline 'grpo' is not among the runs"),
-        (["compare", "--algorithms", "aapo,gpg", "--baseline", "grpo", "--output_dir",
-          str(tmp_path / "c")], r"--baseline 'grpo' is not among --algorithms \(aapo, gpg\)"),
+        (
+            [
+                "compare",
+                "--algorithms",
+                "aapo,gpg",
+                "--baseline",
+                "grpo",
+                "--output_dir",
+                str(tmp_path / "c"),
+            ],
+            r"--baseline 'grpo' is not among --algorithms \(aapo, gpg\)",
+        ),
         (["compare", "--algorithms", "aapo,foo"], "unknown algorithm or variant 'foo'"),
     ]
     for argv, message in cases:

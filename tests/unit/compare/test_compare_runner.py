@@ -90,7 +90,10 @@ def test_threads_split_the_cores_and_respect_a_set_limit(monkeypatch):
 def test_plan_lays_out_variant_seed_directories_and_commands(tmp_path):
     plan = plan_comparison("aapo_noclip,grpo", "2", "default", OPTIONS, tmp_path)
     assert [(j.variant.name, j.seed) for j in plan.jobs] == [
-        ("aapo_noclip", 1), ("aapo_noclip", 2), ("grpo", 1), ("grpo", 2)
+        ("aapo_noclip", 1),
+        ("aapo_noclip", 2),
+        ("grpo", 1),
+        ("grpo", 2),
     ]
     job = plan.jobs[1]
     assert job.run_dir == tmp_path / "aapo_noclip" / "seed-2"
@@ -98,8 +101,14 @@ def test_plan_lays_out_variant_seed_directories_and_commands(tmp_path):
     command = train_command(plan, job, resume=True, python="py")
     assert command[:6] == ["py", "-m", "aapo", "train", "--config", "default"]
     assert command[6:14] == [
-        "--algorithm", "aapo", "--seed", "2", "--output_dir", str(job.run_dir),
-        "--momentum_clip", "false",
+        "--algorithm",
+        "aapo",
+        "--seed",
+        "2",
+        "--output_dir",
+        str(job.run_dir),
+        "--momentum_clip",
+        "false",
     ]
     assert command[14:] == [*OPTIONS, "--resume"]
     # dapo's preset fills epsilon_high, as the trainer's config.yaml will show it
@@ -134,7 +143,9 @@ def test_finished_runs_are_kept_and_killed_runs_resume_or_restart(tmp_path, fake
     assert len(_calls(tmp_path)) == 4 and {c["threads"] for c in _calls(tmp_path)} == {"1"}
     summary = json.loads((out / "gpg" / "seed-2" / "summary.json").read_text())
     assert (summary["variant"], summary["seed"], summary["held_out_accuracy_after"]) == (
-        "gpg", 2, 0.6
+        "gpg",
+        2,
+        0.6,
     )
     assert "held-out accuracy (greedy)" in (out / "gpg" / "seed-2" / "train.log").read_text()
 
@@ -151,7 +162,8 @@ def test_finished_runs_are_kept_and_killed_runs_resume_or_restart(tmp_path, fake
     third = run_jobs(plan, jobs_at_once=1, python=str(fake))
     assert [r.status for r in third] == ["resumed", "kept", "trained", "kept"]
     assert [(c["variant"], c["run"], c["resume"]) for c in _calls(tmp_path)[4:]] == [
-        ("aapo", "seed-1", True), ("gpg", "seed-1", False)
+        ("aapo", "seed-1", True),
+        ("gpg", "seed-1", False),
     ]
 
 

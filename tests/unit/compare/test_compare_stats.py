@@ -41,9 +41,7 @@ def test_paired_difference_uses_only_shared_seeds():
     # mean 0.033333; deviations 0.066667, 0.066667, -0.133333
     # s² = (0.0044444 + 0.0044444 + 0.0177778) / 2 = 0.0133333; s = 0.1154701
     # se = s/√3 = 0.0666667; half = 4.302653 · 0.0666667 = 0.2868435
-    diff = stats.paired_difference(
-        {1: 0.6, 2: 0.7, 3: 0.8, 4: 0.9}, {1: 0.5, 2: 0.6, 3: 0.9}
-    )
+    diff = stats.paired_difference({1: 0.6, 2: 0.7, 3: 0.8, 4: 0.9}, {1: 0.5, 2: 0.6, 3: 0.9})
     assert diff.n == 3
     assert diff.mean == pytest.approx(0.0333333, abs=1e-6)
     assert diff.low == pytest.approx(0.0333333 - 0.2868435, abs=1e-6)

@@ -89,7 +89,10 @@ def test_a_compare_directory_is_searched_and_grouped_by_variant(tmp_path, make_r
     for seed in (2, 1):
         make_run(out / "aapo" / f"seed-{seed}", "aapo", seed, records(3, 0.1, True))
         make_run(
-            out / "aapo_noclip" / f"seed-{seed}", "aapo", seed, records(3, 0.1, True),
+            out / "aapo_noclip" / f"seed-{seed}",
+            "aapo",
+            seed,
+            records(3, 0.1, True),
             momentum_clip=False,
         )
     make_run(out / "aapo" / "seed-1" / "checkpoint-2", "aapo", 9, [])  # not a run
