@@ -1,6 +1,7 @@
 """`aapo` command line: parse → config → call. No logic lives here.
 
     aapo train [--config RECIPE_OR_YAML] [--resume [PATH]] [--key value ...]
+    aapo reference [--config RECIPE_OR_YAML] --reference_cache DIR [--key value ...]
     aapo eval  [--config YAML] [--key value ...]
     aapo data synthetic --output_dir DIR [--num_train N] [--num_test N] [--seed S]
 
@@ -60,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
         help="continue from the latest checkpoint in output_dir, or from PATH",
     )
 
+    reference = commands.add_parser(
+        "reference",
+        help="precompute the frozen reference's rollouts into reference_cache (AAPO)",
+        description="Takes the same config as `aapo train` (so the cache matches the run); "
+        "several processes fill one cache under `accelerate launch -m aapo reference ...`.",
+        epilog=_fields_help(TrainConfig),
+        formatter_class=raw,
+    )
+    reference.add_argument(
+        "--config",
+        default="default",
+        help=f"YAML file or shipped recipe ({', '.join(recipe_names())}); default: default",
+    )
+
     evaluate = commands.add_parser(
         "eval",
         help="pass@1 on math benchmarks (Table 1 of the paper)",
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "train":
             _train(args, rest)
+        elif args.command == "reference":
+            _reference(args, rest)
         elif args.command == "eval":
             _eval(args, rest)
         else:
@@ -114,6 +131,13 @@ def _train(args: argparse.Namespace, rest: list[str]) -> None:
         shown = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
         print(f"held-out accuracy (greedy): {shown}")
     print(json.dumps({k: v for k, v in summary.items() if k != "final_metrics"}))
+
+
+def _reference(args: argparse.Namespace, rest: list[str]) -> None:
+    from aapo.rollout.reference_build import build_reference_cache
+    from aapo.training.config import TrainConfig
+
+    print(build_reference_cache(load_config(TrainConfig, args.config, rest)))
 
 
 def _eval(args: argparse.Namespace, rest: list[str]) -> None:

@@ -101,6 +101,19 @@ class TrainConfig:
     reward_timeout: float = _doc(
         30.0, "Seconds a reward call may take before it is skipped (counted)."
     )
+    reference_cache: str | None = _doc(
+        None,
+        "Directory of precomputed reference rollouts (aapo reference); null = sample the "
+        "reference during each step.",
+    )
+    reference_draws: int | None = _doc(
+        None,
+        "aapo reference: draws of G completions per prompt; null = what the run's epochs/steps "
+        "need.",
+    )
+    reference_batch_size: int = _doc(
+        256, "aapo reference: sequences per generate call (no gradients, so large)."
+    )
     # model adapters
     use_peft: bool = _doc(
         False,
