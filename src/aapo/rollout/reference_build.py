@@ -56,7 +56,7 @@ def build_reference_cache(
 
     `process_index`/`num_processes` default to the accelerate launch's; pass them to split
     the work by hand."""
-    from accelerate import PartialState
+    from accelerate import Accelerator
 
     from aapo.data.datasets import load_problems
     from aapo.models import load_model, load_tokenizer
@@ -66,7 +66,7 @@ def build_reference_cache(
     for module in config.imports:  # user reward functions register themselves on import
         importlib.import_module(module)
     config = apply_algorithm_defaults(config)
-    state = PartialState()
+    state = Accelerator()  # as the trainer: reads accelerate launch's settings (--cpu, ...)
     index = state.process_index if process_index is None else process_index
     count = state.num_processes if num_processes is None else num_processes
 
