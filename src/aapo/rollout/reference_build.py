@@ -70,6 +70,7 @@ def build_reference_cache(
     index = state.process_index if process_index is None else process_index
     count = state.num_processes if num_processes is None else num_processes
 
+    scorer = _scorer(config)  # first: it sets up the grader that loading checks golds with
     tokenizer = load_tokenizer(config.model_name_or_path)
     model = load_model(config.model_name_or_path, config.dtype, state.device)
     model.eval()
@@ -105,7 +106,6 @@ def build_reference_cache(
         len(mine) - len(todo),
     )
     sampler = HFSampler(model, tokenizer, max_batch_size=config.reference_batch_size)
-    scorer = _scorer(config)
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),

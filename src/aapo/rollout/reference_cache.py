@@ -319,6 +319,16 @@ class ReferenceCache:
     def draws(self) -> int:
         return self.layout.draws
 
+    def require_draws(self, needed: int) -> None:
+        """Fail before training, not at the step that runs out, when a run will meet its
+        prompts more often than the cache has draws."""
+        if needed > self.layout.draws:
+            raise ReferenceCacheError(
+                f"this run meets each prompt up to {needed} times (epochs) but reference cache "
+                f"{self.path} has {self.layout.draws} draws per prompt; rebuild it with "
+                f"reference_draws >= {needed}"
+            )
+
     def take(self, row_indices: list[int], uses: list[int]) -> ReferenceBatch:
         """Draw `uses[i]` of prompt `row_indices[i]` (the lead passes the epoch it is met in)."""
         if len(row_indices) != len(uses):

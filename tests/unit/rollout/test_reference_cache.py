@@ -135,6 +135,9 @@ def test_running_out_of_draws_names_the_prompt(built, parts):
     with pytest.raises(ReferenceCacheError, match="has 2 draws per prompt") as err:
         cache.take([0, 3], [1, 2])
     assert problems[3][:40] in str(err.value) and "row 3" in str(err.value)
+    cache.require_draws(2)
+    with pytest.raises(ReferenceCacheError, match=r"up to 3 times .* has 2 draws per prompt"):
+        cache.require_draws(3)
 
 
 def _perturbed(model):
