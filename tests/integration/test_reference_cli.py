@@ -110,7 +110,7 @@ def test_two_processes_fill_one_cache_identical_to_one(uninterrupted, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     result = _run(directory, [*torchrun, "--nproc_per_node=2", "-m"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "process 1/2 builds 8 (0 already done)" in result.stderr
+    assert "process 1/2 builds 8 of 16 shards (0 already done)" in result.stderr
     assert _files(directory) == _files(uninterrupted)
 
 

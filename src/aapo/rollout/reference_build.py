@@ -58,9 +58,7 @@ def build_reference_cache(
     the work by hand."""
     from accelerate import Accelerator
 
-    from aapo.data.datasets import load_problems
-    from aapo.models import load_model, load_tokenizer
-    from aapo.training.trainer import apply_algorithm_defaults, prepare_rows
+    from aapo.training.trainer import apply_algorithm_defaults
 
     _check_options(config)
     for module in config.imports:  # user reward functions register themselves on import
@@ -71,18 +69,10 @@ def build_reference_cache(
     count = state.num_processes if num_processes is None else num_processes
 
     scorer = _scorer(config)  # first: it sets up the grader that loading checks golds with
-    tokenizer = load_tokenizer(config.model_name_or_path)
-    model = load_model(config.model_name_or_path, config.dtype, state.device)
-    model.eval()
-    model.requires_grad_(False)
-    raw = load_problems(config.dataset_name, config.dataset_split, config.seed, config.dataset_size)
-    rows, _ = prepare_rows(raw, tokenizer, config)
+    model, tokenizer, rows = _reference_and_rows(config, state.device)
     fingerprint = reference_fingerprint(config, model, rows, tokenizer)
-    layout = Layout(
-        len(rows),
-        max(1, config.reference_batch_size // config.num_generations),
-        _draws(config, len(rows), count),
-    )
+    rows_per_shard = max(1, config.reference_batch_size // config.num_generations)
+    layout = Layout(len(rows), rows_per_shard, _draws(config, len(rows), count))
     directory = Path(config.reference_cache)
     directory.mkdir(parents=True, exist_ok=True)
     if _finished(directory, fingerprint, layout):
@@ -90,29 +80,16 @@ def build_reference_cache(
         return directory
 
     done = _done_shards(directory, fingerprint, layout)
-    mine = [s for s in range(layout.num_shards) if s % count == index]
+    mine = range(index, layout.num_shards, count)  # round-robin
     todo = [s for s in mine if s not in done]
+    already = len(mine) - len(todo)
+    plan = f"{layout}, G={config.num_generations}, {layout.num_shards} shards"
     log.info(
-        "reference cache %s: %d prompts × %d draws × G=%d in %d shards; process %d/%d builds "
-        "%d (%d already done)",
-        directory,
-        layout.num_rows,
-        layout.draws,
-        config.num_generations,
-        layout.num_shards,
-        index,
-        count,
-        len(todo),
-        len(mine) - len(todo),
-    )
+        "reference cache %s: %s; process %d/%d builds %d of %d shards (%d already done)",
+        directory, plan, index, count, len(todo), layout.num_shards, already,
+    )  # fmt: skip
     sampler = HFSampler(model, tokenizer, max_batch_size=config.reference_batch_size)
-    bar = tqdm(
-        total=len(mine),
-        initial=len(mine) - len(todo),
-        desc="reference",
-        unit="shard",
-        disable=index != 0,
-    )
+    bar = tqdm(total=len(mine), initial=already, desc="reference", disable=index != 0)
     for shard in todo:
         shard_rows = [rows[i] for i in layout.shard_rows(shard)]
         tensors = sample_shard(sampler, scorer, shard_rows, config, layout.draws, shard)
@@ -122,16 +99,35 @@ def build_reference_cache(
     bar.close()
     _log_reward_events(scorer)
     if len(_done_shards(directory, fingerprint, layout)) == layout.num_shards:
-        names = list(scorer.names)
-        info = {
-            "model_name_or_path": config.model_name_or_path,
-            "dataset_name": config.dataset_name,
-        }
-        write_manifest(directory, fingerprint, layout, names, info)
-        for stale in directory.glob(".shard-*.tmp"):  # from killed attempts; all shards exist
-            stale.unlink(missing_ok=True)
-        log.info("reference cache complete: %s", directory / MANIFEST)
+        _finish(directory, fingerprint, layout, scorer.names, config)
     return directory
+
+
+def _reference_and_rows(config: Any, device: Any) -> tuple[Any, Any, list[dict]]:
+    """The frozen reference (the weights as loaded), its tokenizer, and the rows as training
+    loads and filters them."""
+    from aapo.data.datasets import load_problems
+    from aapo.models import load_model, load_tokenizer
+    from aapo.training.trainer import prepare_rows
+
+    tokenizer = load_tokenizer(config.model_name_or_path)
+    model = load_model(config.model_name_or_path, config.dtype, device)
+    model.eval()
+    model.requires_grad_(False)
+    raw = load_problems(config.dataset_name, config.dataset_split, config.seed, config.dataset_size)
+    rows, _ = prepare_rows(raw, tokenizer, config)
+    return model, tokenizer, rows
+
+
+def _finish(
+    directory: Path, fingerprint: dict, layout: Layout, names: list[str], config: Any
+) -> None:
+    """Every shard exists: write the manifest (identical whichever process gets here)."""
+    info = {"model_name_or_path": config.model_name_or_path, "dataset_name": config.dataset_name}
+    write_manifest(directory, fingerprint, layout, list(names), info)
+    for stale in directory.glob(".shard-*.tmp"):  # from killed attempts; all shards exist
+        stale.unlink(missing_ok=True)
+    log.info("reference cache complete: %s", directory / MANIFEST)
 
 
 def sample_shard(

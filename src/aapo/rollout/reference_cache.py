@@ -113,7 +113,7 @@ def reference_fingerprint(
         "max_prompt_length": config.max_prompt_length,
         "num_generations": config.num_generations,
         "reward_funcs": list(config.reward_funcs),
-        "reward_weights": config.reward_weights,
+        "reward_weights": list(config.reward_weights or [1.0] * len(config.reward_funcs)),
         "reward_kwargs": config.reward_kwargs,
         "seed": config.seed,
     }
