@@ -187,7 +187,10 @@ def _read_frame(stream: BinaryIO) -> Any:
 
 
 def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the training process dies, even mid-call."""
+    """Linux: SIGKILL this worker when the training process dies, even mid-call. (The kernel
+    sends it when the thread that started the worker ends: RewardScorer starts workers from
+    the thread that builds or calls it, the training loop's.) Elsewhere, an idle worker still
+    exits when its stdin closes."""
     with contextlib.suppress(Exception):
         import ctypes
 

@@ -11,7 +11,8 @@ the function. Scores may be Python numbers, numpy scalars, or 1-D numpy arrays /
 Where each function runs (`RewardScorer.from_specs`): the built-ins (`format`, `accuracy`,
 `cosine`) run here, since their grading already happens in sandboxed worker processes with
 hard deadlines; a user's reward (an import path, or a name a plug-in registered) runs in its
-own worker process (`reward_process.ProcessReward`), killed when a call times out. Callables
+own worker process (`reward_process.ProcessReward`), killed when a call times out (a name
+registered only in this process, which a worker cannot rebuild, runs here). Callables
 passed in directly (as tests do) run here on a daemon thread: a timed-out call is abandoned
 and keeps running, but never delays the process's exit.
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aapo.training.reward_process import ProcessReward
+from aapo.training.reward_process import ProcessReward, RewardWorkerError
 
 log = logging.getLogger(__name__)
 IN_PROCESS = frozenset({"format", "accuracy", "cosine"})  # graded in sandboxed workers already
@@ -68,7 +69,7 @@ class RewardScorer:
     ) -> RewardScorer:
         """Build every reward of a run by name (see the module doc for where each runs).
         `imports` are the run's plug-in modules, imported again inside each worker."""
-        from aapo.rewards import get_reward_function
+        from aapo.rewards import get_reward_function, registered_rewards
 
         functions: list[Callable[..., Any] | ProcessReward] = []
         try:
@@ -76,6 +77,8 @@ class RewardScorer:
                 kwargs = dict((kwargs_per_spec or {}).get(spec, {}))
                 if spec in IN_PROCESS:
                     functions.append(get_reward_function(spec, **kwargs))
+                elif spec in registered_rewards():
+                    functions.append(_plug_in(spec, kwargs, imports))
                 else:
                     functions.append(ProcessReward(spec, kwargs, list(imports)))
         except BaseException:
@@ -137,6 +140,26 @@ class RewardScorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _plug_in(
+    spec: str, kwargs: dict[str, Any], imports: Sequence[str]
+) -> Callable[..., Any] | ProcessReward:
+    """A name registered by a plug-in runs in a worker when the worker can rebuild it (the
+    plug-in is in `imports`); one registered only here (a script's `__main__`, a notebook)
+    runs on a thread, with a warning that a hung call cannot be killed."""
+    from aapo.rewards import get_reward_function
+
+    try:
+        return ProcessReward(spec, kwargs, list(imports))
+    except RewardWorkerError as err:
+        log.warning(
+            "reward %r runs in this process, where a hung call cannot be killed: its worker "
+            "could not rebuild it (%s). Register it in a module listed in `imports`.",
+            spec,
+            err,
+        )
+        return get_reward_function(spec, **kwargs)
 
 
 def _call_on_thread(

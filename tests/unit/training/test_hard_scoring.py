@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from aapo.training.reward_process import RewardWorkerError
+from aapo.training.reward_process import ProcessReward, RewardWorkerError
 from aapo.training.scoring import RewardScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))  # rewards_for_tests
@@ -155,5 +155,27 @@ def test_a_worker_that_died_is_counted_as_error_and_the_next_call_gets_a_new_one
     scorer.functions[0]._proc.kill()  # as an out-of-memory killer would
     assert torch.isnan(_score(scorer)).all()
     assert scorer.pop_metrics() == {"rewards/boxed_one/errors": 1.0}
+    assert _score(scorer).tolist() == [[0.0, 0.0, 0.0]]
+    scorer.close()
+
+
+def test_a_name_registered_only_in_this_process_runs_here_with_a_warning(caplog):
+    from aapo.rewards import register_reward
+
+    register_reward("hard_test_local_reward", lambda prompts, completions, **kw: [2.0] * 3)
+    scorer = RewardScorer.from_specs(["hard_test_local_reward"], timeout=30)
+    assert not isinstance(scorer.functions[0], ProcessReward)
+    assert "runs in this process, where a hung call cannot be killed" in caplog.text
+    assert _score(scorer).tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_a_plug_in_name_runs_in_a_worker_that_imports_the_plug_in():
+    import importlib
+
+    importlib.import_module("rewards_for_tests")  # the trainer imports `imports` first
+    scorer = RewardScorer.from_specs(
+        ["hard_plugin_boxed_one"], timeout=30, imports=["rewards_for_tests"]
+    )
+    assert isinstance(scorer.functions[0], ProcessReward)
     assert _score(scorer).tolist() == [[0.0, 0.0, 0.0]]
     scorer.close()
