@@ -204,3 +204,18 @@ def test_cli_unknown_key_exits_with_its_name():
         "unknown config key 'num_generatoins'" in result.stderr
         and "num_generations" in result.stderr
     )
+
+
+def test_periodic_held_out_evaluation_is_logged(tmp_path):
+    config = _config(tmp_path, max_steps=2, eval_num_problems=6, eval_steps=1, algorithm="grpo")
+    summary = Trainer(config).train()
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics] == [0, 1, 2]  # before training, then every step
+    for line in metrics:
+        assert 0.0 <= line["eval/accuracy"] <= 1.0
+        levels = [k for k in line if k.startswith("eval/accuracy/level_")]
+        assert levels, line  # the synthetic test split has levels
+    assert summary["held_out_accuracy_before"] == metrics[0]["eval/accuracy"]
+    assert summary["held_out_accuracy_after"] == metrics[-1]["eval/accuracy"]

@@ -152,6 +152,9 @@ class TrainConfig:
     eval_num_problems: int = _doc(
         0, "Held-out problems scored greedily before and after training; 0 = skip."
     )
+    eval_steps: int = _doc(
+        0, "Also score them every N steps (metrics eval/accuracy[/level_L]); 0 = ends only."
+    )
     eval_max_new_tokens: int | None = _doc(
         None, "Token cap for that check; null = max_completion_length."
     )
@@ -202,6 +205,7 @@ class TrainConfig:
                 ">= 1, or null to keep every checkpoint",
             ),
             ("eval_num_problems", self.eval_num_problems >= 0, ">= 0"),
+            ("eval_steps", self.eval_steps >= 0, ">= 0"),
             ("dataset_size", self.dataset_size >= 1, ">= 1"),
         ]
         for name, ok, allowed in checks:

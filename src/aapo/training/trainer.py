@@ -28,7 +28,7 @@ from aapo.rollout import HFSampler, Sampler
 from aapo.training import builders
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
-from aapo.training.evaluate import held_out_accuracy
+from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
 from aapo.training.step import StepParts, train_step
 
@@ -119,7 +119,10 @@ class Trainer:
         sinks = self._sinks(resume_step=start_step if cfg.resume_from_checkpoint else None)
         summary: dict[str, Any] = {"skipped_prompts": self.data.skipped_prompts}
         if cfg.eval_num_problems and start_step == 0:
-            summary["held_out_accuracy_before"] = self._held_out()
+            before = self._held_out()
+            summary["held_out_accuracy_before"] = before["eval/accuracy"]
+            for sink in sinks:
+                sink.write(0, before)  # the curve's starting point
         bar = tqdm(
             total=self.total_steps,
             initial=start_step,
@@ -133,7 +136,8 @@ class Trainer:
             for sink in sinks:
                 sink.close()
         if cfg.eval_num_problems:
-            summary["held_out_accuracy_after"] = self._held_out()
+            after = last if "eval/accuracy" in last else self._held_out()
+            summary["held_out_accuracy_after"] = after["eval/accuracy"]
         summary.update(final_metrics=last, steps=step)
         self._save_final(summary)
         return summary
@@ -150,6 +154,8 @@ class Trainer:
                 last = train_step(self.parts, self.batch_rows(step))
                 step += 1
                 rng = ckpt.rng_state()
+                if self._eval_due(step):
+                    last.update(self._held_out())
                 if step % cfg.logging_steps == 0 or step == self.total_steps:
                     last["epoch"] = step / self.data.steps_per_epoch
                     for sink in sinks:
@@ -176,23 +182,28 @@ class Trainer:
         log.info("resumed from %s at step %d", path, state["step"])
         return state["step"]
 
-    def _held_out(self) -> float:
+    def _eval_due(self, step: int) -> bool:
+        every = self.config.eval_steps
+        return bool(self.config.eval_num_problems and every and step % every == 0)
+
+    def _held_out(self) -> dict[str, float]:
         cfg = self.config
         if cfg.dataset_name != "synthetic":
             log.warning(
                 "eval_num_problems is set but the held-out check only knows the synthetic task"
             )
-            return float("nan")
+            return {"eval/accuracy": float("nan")}
         rows = load_problems("synthetic", "test", cfg.seed)[: cfg.eval_num_problems]
         rows, _ = prepare_rows(
             rows, self.tokenizer, cfg.system_prompt, cfg.prompt_template, cfg.max_prompt_length
         )
-        accuracy = held_out_accuracy(
+        metrics = held_out_metrics(
             self.policy_sampler, rows, cfg.eval_max_new_tokens or cfg.max_completion_length
         )
         if self.accelerator.is_main_process:
+            accuracy = metrics["eval/accuracy"]
             log.info("held-out accuracy (greedy, %d problems): %.3f", len(rows), accuracy)
-        return accuracy
+        return metrics
 
     def _save(self, step: int, rng: dict[str, Any]) -> None:
         acc = self.accelerator
