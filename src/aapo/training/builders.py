@@ -27,8 +27,10 @@ from aapo.models import load_model
 from aapo.rewards import configure_default_grader, get_reward_function, reward_parameters
 from aapo.rollout import HFSampler, Sampler
 from aapo.training.config import BatchLayout, TrainConfig
+from aapo.training.logprobs import completion_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
 from aapo.training.scoring import RewardScorer, reward_name
+from aapo.training.update import MicroBatch
 
 
 def prepare_config(config: TrainConfig) -> TrainConfig:
@@ -91,8 +93,12 @@ class TrainData:
 
     rows: list[PromptRow]
     skipped_prompts: int  # longer than max_prompt_length
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimizer steps
     total_steps: int
+
+    def epoch_prompts(self, layout: BatchLayout) -> int:
+        """Prompts an epoch uses: whole generation batches (the remainder waits a turn)."""
+        return len(self.rows) // layout.generation_prompts * layout.generation_prompts
 
 
 def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
@@ -102,11 +108,13 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
     prepared, skipped = prepare_rows(
         rows, tokenizer, config.system_prompt, config.prompt_template, config.max_prompt_length
     )
-    steps_per_epoch = len(prepared) // layout.prompts_per_step
-    if steps_per_epoch == 0:
+    batches_per_epoch = len(prepared) // layout.generation_prompts
+    if batches_per_epoch == 0:
         raise ValueError(
-            f"{len(prepared)} usable prompts is fewer than one step's {layout.prompts_per_step}"
+            f"{len(prepared)} usable prompts is fewer than one generation batch's "
+            f"{layout.generation_prompts}"
         )
+    steps_per_epoch = batches_per_epoch * layout.steps_per_generation_batch
     total = (
         config.max_steps
         if config.max_steps > 0
@@ -160,6 +168,24 @@ def build_reference_sampler(
     if config.use_peft:
         return AdapterDisabledSampler(policy_sampler, policy)
     return HFSampler(reference_model, tokenizer)
+
+
+def build_reference_logprobs(
+    config: TrainConfig, policy: Any, reference_model: Any | None
+) -> Callable[[MicroBatch], torch.Tensor] | None:
+    """log π_ref of a micro-batch's completions for the KL term (beta > 0): from the frozen
+    copy, or, under LoRA, from the same model with its adapters disabled."""
+    if config.beta <= 0:
+        return None
+
+    def reference(mb: MicroBatch) -> torch.Tensor:
+        columns = mb.mask.shape[1]
+        if config.use_peft:
+            with policy.disable_adapter():
+                return completion_logprobs(policy, mb.input_ids, mb.attention, columns)
+        return completion_logprobs(reference_model, mb.input_ids, mb.attention, columns)
+
+    return reference
 
 
 def _with_lora(model: Any, config: TrainConfig) -> Any:

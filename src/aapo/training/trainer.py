@@ -1,10 +1,12 @@
-"""The training loop around `train_step`: assembly, data order, logging, checkpoints, final save.
+"""The training loop around `train_round`: assembly, data order, logging, checkpoints, saving.
 
 `Trainer(config)` assembles the parts from the named builders in `builders.py`; samplers and
-reward functions can be passed in instead (tests inject crafted ones). `train()` runs the steps.
-The step number alone fixes the data position (`data.rows.epoch_order`), so a resumed run sees
-the same batches. An exception or Ctrl-C mid-run saves the last completed step, with the RNG
-state as it was right after that step, before it propagates, so no work is lost.
+reward functions can be passed in instead (tests inject crafted ones). `train()` runs
+generation batches until `total_steps` optimizer steps are taken. Prompts come from a seeded
+permutation per epoch (`data.rows.epoch_order`) read at a cursor that checkpoints store, so a
+resumed run sees the same batches. Checkpoints are taken between generation batches; an
+exception or Ctrl-C mid-run saves the last completed one, with the RNG state and cursor as
+they were right after it, before it propagates, so no work is lost.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
-from aapo.training.step import StepParts, train_step
+from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
 PROGRESS_KEYS = {
@@ -60,6 +62,8 @@ class Trainer:
         self.accelerator = acc = Accelerator()
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
+        self.cursor = 0  # prompts drawn so far, over every process
+        self.completions: JsonlSink | None = None  # completions.jsonl, with log_completions
         self.algorithm = get_algorithm(config.algorithm)
         self.advantage_name = config.advantage_estimator or self.algorithm.advantage
         estimator = get_advantage(self.advantage_name)
@@ -86,7 +90,9 @@ class Trainer:
             model=self.model,
             policy_sampler=self.policy_sampler,
             reference_sampler=reference_sampler if estimator.needs_reference else None,
-            reference_model=self.reference_model if config.beta > 0 else None,
+            reference_logprobs=builders.build_reference_logprobs(
+                config, policy, self.reference_model
+            ),
             scorer=scorer,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -103,15 +109,16 @@ class Trainer:
     def total_steps(self) -> int:
         return self.data.total_steps
 
-    def batch_rows(self, step: int) -> list[PromptRow]:
-        """This process's prompts for optimizer step `step` (0-based)."""
-        epoch, index = divmod(step, self.data.steps_per_epoch)
+    def draw_rows(self) -> list[PromptRow]:
+        """This process's share of the next generation batch's prompts; advances the data
+        cursor (prompts consumed by every process, which a checkpoint stores)."""
+        count, per_epoch = self.layout.generation_prompts, self.data.epoch_prompts(self.layout)
+        epoch, offset = divmod(self.cursor, per_epoch)
         order = epoch_order(len(self.rows), self.config.seed, epoch)
-        start = (
-            index * self.layout.prompts_per_step
-            + self.accelerator.process_index * self.layout.prompts_per_process
-        )
-        return [self.rows[i] for i in order[start : start + self.layout.prompts_per_process]]
+        share = self.layout.generation_prompts_per_process
+        start = offset + self.accelerator.process_index * share
+        self.cursor += count
+        return [self.rows[i] for i in order[start : start + share]]
 
     def train(self) -> dict[str, Any]:
         cfg = self.config
@@ -133,7 +140,7 @@ class Trainer:
             step, last = self._run_steps(start_step, sinks, bar)
         finally:
             bar.close()
-            for sink in sinks:
+            for sink in [*sinks, *([self.completions] if self.completions else [])]:
                 sink.close()
         if cfg.eval_num_problems:
             after = last if "eval/accuracy" in last else self._held_out()
@@ -145,33 +152,43 @@ class Trainer:
     def _run_steps(
         self, start_step: int, sinks: list[MetricSink], bar: Any
     ) -> tuple[int, dict[str, float]]:
+        """Generation batches until total_steps optimizer steps; checkpoints between them."""
         cfg = self.config
         last: dict[str, float] = {}
-        step = start_step
-        rng = ckpt.rng_state()  # the state right after the last completed step
+        step = boundary = start_step
+        rng, cursor = ckpt.rng_state(), self.cursor  # as right after the last whole batch
         try:
             while step < self.total_steps:
-                last = train_step(self.parts, self.batch_rows(step))
-                step += 1
-                rng = ckpt.rng_state()
-                if self._eval_due(step):
-                    last.update(self._held_out())
-                if step % cfg.logging_steps == 0 or step == self.total_steps:
-                    last["epoch"] = step / self.data.steps_per_epoch
-                    for sink in sinks:
-                        sink.write(step, last)
-                bar.update(1)
-                bar.set_postfix(
-                    {short: f"{last[k]:.3f}" for k, short in PROGRESS_KEYS.items() if k in last}
-                )
+                for output in train_round(self.parts, self.draw_rows(), self.draw_rows):
+                    step, last = step + 1, output.metrics
+                    self._log_step(step, output, sinks, bar)
+                    if step == self.total_steps:
+                        break
+                boundary, rng, cursor = step, ckpt.rng_state(), self.cursor
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < self.total_steps:
-                    self._save(step, rng)
+                    self._save(step, rng, cursor)
         except BaseException:
-            if step > start_step:  # keep the last completed step
-                log.error("training stopped at step %d; saving checkpoint-%d first", step + 1, step)
-                self._save(step, rng)
+            if boundary > start_step:  # keep the last completed generation batch
+                log.error("training stopped at step %d; saving checkpoint-%d", step + 1, boundary)
+                self._save(boundary, rng, cursor)
             raise
         return step, last
+
+    def _log_step(self, step: int, output: StepOutput, sinks: list[MetricSink], bar: Any) -> None:
+        metrics = output.metrics
+        if self._eval_due(step):
+            metrics.update(self._held_out())
+        if step % self.config.logging_steps == 0 or step == self.total_steps:
+            metrics["epoch"] = step / self.data.steps_per_epoch
+            for sink in sinks:
+                sink.write(step, metrics)
+            if output.completions is not None and self.completions is not None:
+                for row in output.completions:
+                    self.completions.write(step, row)
+        bar.update(1)
+        bar.set_postfix(
+            {short: f"{metrics[k]:.3f}" for k, short in PROGRESS_KEYS.items() if k in metrics}
+        )
 
     def _resume(self) -> int:
         acc = self.accelerator
@@ -180,6 +197,7 @@ class Trainer:
             path, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc
         )
         log.info("resumed from %s at step %d", path, state["step"])
+        self.cursor = state["data_cursor"]
         return state["step"]
 
     def _eval_due(self, step: int) -> bool:
@@ -205,10 +223,19 @@ class Trainer:
             log.info("held-out accuracy (greedy, %d problems): %.3f", len(rows), accuracy)
         return metrics
 
-    def _save(self, step: int, rng: dict[str, Any]) -> None:
+    def _save(self, step: int, rng: dict[str, Any], cursor: int) -> None:
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
-        ckpt.save_checkpoint(self.output_dir, step, model, self.optimizer, self.scheduler, rng, acc)
+        ckpt.save_checkpoint(
+            self.output_dir,
+            step,
+            model,
+            self.optimizer,
+            self.scheduler,
+            rng,
+            acc,
+            extra={"data_cursor": cursor},
+        )
         if acc.is_main_process:
             ckpt.rotate(self.output_dir, self.config.save_total_limit)
 
@@ -232,6 +259,8 @@ class Trainer:
             yaml.safe_dump(config_to_dict(self.config), sort_keys=False), encoding="utf-8"
         )
         sinks: list[MetricSink] = [JsonlSink(self.output_dir / "metrics.jsonl", resume_step)]
+        if self.config.log_completions:  # one line per completion, same resume rule
+            self.completions = JsonlSink(self.output_dir / "completions.jsonl", resume_step)
         if "tensorboard" in self.config.report_to:
             sinks.append(TensorBoardSink(self.output_dir / "tensorboard"))
         if "wandb" in self.config.report_to:
