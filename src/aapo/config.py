@@ -158,7 +158,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"config key {key!r} must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

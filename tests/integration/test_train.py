@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aapo.models import load_tokenizer
 from aapo.training.config import TrainConfig
 from aapo.training.trainer import Trainer
 
@@ -55,7 +56,7 @@ def _advantage_weighted_logp(trainer, sampler):
     """Σ_i sign(A_i) Σ_t log π(o_i,t): rises when the step favours the rewarded completions."""
     from aapo.training.logprobs import completion_logprobs, pack
 
-    prompt = trainer.rows[0]["_prompt_ids"]
+    prompt = trainer.rows[0].prompt_ids
     ids, attention, mask = pack([prompt, prompt], sampler.ids, trainer.parts.pad_id)
     with torch.no_grad():
         logps = completion_logprobs(trainer.model, ids, attention, mask.shape[1]) * mask
@@ -71,11 +72,8 @@ def test_every_algorithm_moves_towards_rewarded_completions(tmp_path, algorithm)
         learning_rate=1e-4,
         reward_funcs=["rewards_for_tests:boxed_one"],
     )
-    trainer = Trainer(config)
-    sampler = CraftedSampler(trainer.tokenizer, config.num_generations)
-    trainer.parts.policy_sampler = sampler
-    if trainer.parts.reference_sampler is not None:
-        trainer.parts.reference_sampler = sampler
+    sampler = CraftedSampler(load_tokenizer(config.model_name_or_path), config.num_generations)
+    trainer = Trainer(config, policy_sampler=sampler, reference_sampler=sampler)
     before_params = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     before = _advantage_weighted_logp(trainer, sampler)
     summary = trainer.train()
@@ -206,3 +204,18 @@ def test_cli_unknown_key_exits_with_its_name():
         "unknown config key 'num_generatoins'" in result.stderr
         and "num_generations" in result.stderr
     )
+
+
+def test_periodic_held_out_evaluation_is_logged(tmp_path):
+    config = _config(tmp_path, max_steps=2, eval_num_problems=6, eval_steps=1, algorithm="grpo")
+    summary = Trainer(config).train()
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics] == [0, 1, 2]  # before training, then every step
+    for line in metrics:
+        assert 0.0 <= line["eval/accuracy"] <= 1.0
+        levels = [k for k in line if k.startswith("eval/accuracy/level_")]
+        assert levels, line  # the synthetic test split has levels
+    assert summary["held_out_accuracy_before"] == metrics[0]["eval/accuracy"]
+    assert summary["held_out_accuracy_after"] == metrics[-1]["eval/accuracy"]

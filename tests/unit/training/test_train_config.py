@@ -61,8 +61,9 @@ def test_shipped_recipes_load():
 
 
 def test_prompts_per_step_must_divide():
-    config = TrainConfig(
-        num_generations=6, per_device_train_batch_size=4, gradient_accumulation_steps=1
-    )
+    # refused when the config is built, before any model loads
     with pytest.raises(ValueError, match="not a multiple of num_generations"):
+        config = TrainConfig(
+            num_generations=6, per_device_train_batch_size=4, gradient_accumulation_steps=1
+        )
         config.prompts_per_step()
