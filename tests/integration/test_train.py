@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,55 @@ def test_periodic_held_out_evaluation_is_logged(tmp_path):
         assert levels, line  # the synthetic test split has levels
     assert summary["held_out_accuracy_before"] == metrics[0]["eval/accuracy"]
     assert summary["held_out_accuracy_after"] == metrics[-1]["eval/accuracy"]
+
+
+def _metrics_without_times(run):
+    return _strip_times(run / "metrics.jsonl")
+
+
+def test_interrupt_during_a_save_then_resume_reproduces_the_run(tmp_path, monkeypatch):
+    """Ctrl-C inside the periodic save of step 2: the emergency checkpoint holds the state
+    right after step 2, and the resumed run writes the uninterrupted run's metrics and weights."""
+    from safetensors.torch import load_file
+
+    from aapo.training import checkpoint
+
+    settings = dict(max_steps=4, save_steps=2, reward_funcs=["format", "accuracy"])
+    Trainer(_config(tmp_path / "whole", **settings)).train()
+
+    real_save_file, calls = checkpoint.save_file, {"n": 0}
+
+    def interrupted_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first write of the step-2 checkpoint
+            raise KeyboardInterrupt
+        return real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_config(tmp_path / "cut", **settings)).train()
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    cut = tmp_path / "cut" / "run"
+    assert (cut / "checkpoint-2" / "trainer_state.json").exists()
+    assert not list(cut.glob("*.tmp"))
+    Trainer(_config(tmp_path / "cut", **settings, resume_from_checkpoint="latest")).train()
+
+    whole = tmp_path / "whole" / "run"
+    assert _metrics_without_times(cut) == _metrics_without_times(whole)
+    expected, got = load_file(whole / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_resume_with_changed_settings_is_refused_by_name(tmp_path):
+    from aapo.config import ConfigError
+
+    settings = dict(max_steps=2, save_steps=1)
+    Trainer(_config(tmp_path, **settings)).train()
+    changed = _config(tmp_path, **settings, learning_rate=5e-4, resume_from_checkpoint="latest")
+    with pytest.raises(ConfigError, match=r"learning_rate: 0.001 → 0.0005"):
+        Trainer(changed).train()
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "learning_rate: 0.001" in saved  # never silently rewritten
+    allowed = replace(changed, resume_config_changes=True, max_steps=2)
+    Trainer(allowed).train()  # an explicit override resumes, with a warning
+    assert "learning_rate: 0.001" in (tmp_path / "run" / "config.yaml").read_text()

@@ -24,12 +24,12 @@ from aapo.algorithms import AdvantageEstimator, get_algorithm
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
 from aapo.models import load_model
-from aapo.rewards import configure_default_grader, get_reward_function, reward_parameters
+from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rollout import HFSampler, Sampler
 from aapo.training.config import BatchLayout, TrainConfig
 from aapo.training.logprobs import completion_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
-from aapo.training.scoring import RewardScorer, reward_name
+from aapo.training.scoring import RewardScorer
 from aapo.training.update import MicroBatch
 
 
@@ -68,11 +68,14 @@ def build_scorer(
     config's `reward_funcs` by name or import path."""
     # a grading batch must give up before the scorer abandons the reward call around it
     configure_default_grader(batch_timeout=max(1.0, 0.8 * config.reward_timeout))
-    if functions is None:
-        functions = {
-            reward_name(spec): get_reward_function(spec, **_reward_params(spec, config))
-            for spec in config.reward_funcs
-        }
+    if functions is None:  # user functions by import path run in killable worker processes
+        return RewardScorer.from_specs(
+            config.reward_funcs,
+            {spec: _reward_params(spec, config) for spec in config.reward_funcs},
+            config.reward_weights,
+            config.reward_timeout,
+            imports=config.imports,
+        )
     weights = config.reward_weights
     if weights is not None and len(weights) != len(functions):
         raise ValueError(f"{len(weights)} reward_weights for {len(functions)} reward functions")

@@ -168,6 +168,11 @@ class TrainConfig:
     resume_from_checkpoint: str | None = _doc(
         None, "`latest` or a checkpoint path to continue from."
     )
+    resume_config_changes: bool = _doc(
+        False,
+        "Resume even though settings that change the run's course differ from the "
+        "checkpoint's (they are listed); without it such a resume is refused.",
+    )
     # held-out check
     eval_num_problems: int = _doc(
         0, "Held-out problems scored greedily before and after training; 0 = skip."

@@ -21,7 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from aapo.algorithms import get_advantage, get_algorithm
-from aapo.config import config_to_dict
+from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
@@ -32,6 +32,7 @@ from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
+from aapo.training.scoring import RewardScorer
 from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
@@ -69,6 +70,21 @@ class Trainer:
         estimator = get_advantage(self.advantage_name)
         self.layout = config.batch_layout(acc.num_processes)
         scorer = builders.build_scorer(config, reward_functions)  # before any model loads
+        try:
+            self._build(config, estimator, scorer, policy_sampler, reference_sampler)
+        except BaseException:
+            scorer.close()  # its worker processes must not outlive a failed setup
+            raise
+
+    def _build(
+        self,
+        config: TrainConfig,
+        estimator: Any,
+        scorer: RewardScorer,
+        policy_sampler: Sampler | None,
+        reference_sampler: Sampler | None,
+    ) -> None:
+        acc = self.accelerator
         self.tokenizer = load_tokenizer(config.model_name_or_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
 
@@ -142,6 +158,7 @@ class Trainer:
             bar.close()
             for sink in [*sinks, *([self.completions] if self.completions else [])]:
                 sink.close()
+            self.parts.scorer.close()  # reward workers end with the run, hung or not
         if cfg.eval_num_problems:
             after = last if "eval/accuracy" in last else self._held_out()
             summary["held_out_accuracy_after"] = after["eval/accuracy"]
@@ -193,12 +210,29 @@ class Trainer:
     def _resume(self) -> int:
         acc = self.accelerator
         path = ckpt.resolve_resume(self.output_dir, self.config.resume_from_checkpoint)
+        self._check_resumed_config(path)
         state = ckpt.load_checkpoint(
             path, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc
         )
         log.info("resumed from %s at step %d", path, state["step"])
         self.cursor = state["data_cursor"]
         return state["step"]
+
+    def _check_resumed_config(self, path: Path) -> None:
+        """Settings that change the run's course must match the checkpoint's."""
+        saved = ckpt.read_trainer_state(path).get("config")
+        if saved is None:
+            raise ConfigError(f"--resume: {path} records no config; it predates this version")
+        changed = ckpt.trajectory_config_differences(saved, config_to_dict(self.config))
+        if not changed:
+            return
+        listed = "; ".join(changed)
+        if not self.config.resume_config_changes:
+            raise ConfigError(
+                f"--resume: {path} was written with other settings ({listed}); resume with "
+                "the same settings, or pass --resume_config_changes true to continue anyway"
+            )
+        log.warning("resuming %s with changed settings: %s", path, listed)
 
     def _eval_due(self, step: int) -> bool:
         every = self.config.eval_steps
@@ -226,7 +260,7 @@ class Trainer:
     def _save(self, step: int, rng: dict[str, Any], cursor: int) -> None:
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
-        ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             self.output_dir,
             step,
             model,
@@ -234,10 +268,10 @@ class Trainer:
             self.scheduler,
             rng,
             acc,
-            extra={"data_cursor": cursor},
+            extra={"data_cursor": cursor, "config": config_to_dict(self.config)},
         )
         if acc.is_main_process:
-            ckpt.rotate(self.output_dir, self.config.save_total_limit)
+            ckpt.rotate(self.output_dir, self.config.save_total_limit, newest=path)
 
     def _save_final(self, summary: dict[str, Any]) -> None:
         acc = self.accelerator
@@ -255,9 +289,10 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return []
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(
-            yaml.safe_dump(config_to_dict(self.config), sort_keys=False), encoding="utf-8"
-        )
+        if resume_step is None:  # a resumed run keeps the config it was started with
+            (self.output_dir / "config.yaml").write_text(
+                yaml.safe_dump(config_to_dict(self.config), sort_keys=False), encoding="utf-8"
+            )
         sinks: list[MetricSink] = [JsonlSink(self.output_dir / "metrics.jsonl", resume_step)]
         if self.config.log_completions:  # one line per completion, same resume rule
             self.completions = JsonlSink(self.output_dir / "completions.jsonl", resume_step)
