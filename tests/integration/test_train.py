@@ -272,3 +272,14 @@ def test_resume_with_changed_settings_is_refused_by_name(tmp_path):
     allowed = replace(changed, resume_config_changes=True, max_steps=2)
     Trainer(allowed).train()  # an explicit override resumes, with a warning
     assert "learning_rate: 0.001" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("reward", "message"),
+    [("[acuracy]", "unknown reward 'acuracy'"), ("[no_such_module:f]", "no_such_module")],
+)
+def test_bad_reward_exits_before_the_model_loads(reward, message):
+    result = _run_cli(["--reward_funcs", reward, "--reward_weights", "null"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from aapo.algorithms import AdvantageEstimator, get_algorithm
+from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
 from aapo.models import load_model
@@ -69,13 +70,16 @@ def build_scorer(
     # a grading batch must give up before the scorer abandons the reward call around it
     configure_default_grader(batch_timeout=max(1.0, 0.8 * config.reward_timeout))
     if functions is None:  # user functions by import path run in killable worker processes
-        return RewardScorer.from_specs(
-            config.reward_funcs,
-            {spec: _reward_params(spec, config) for spec in config.reward_funcs},
-            config.reward_weights,
-            config.reward_timeout,
-            imports=config.imports,
-        )
+        try:
+            return RewardScorer.from_specs(
+                config.reward_funcs,
+                {spec: _reward_params(spec, config) for spec in config.reward_funcs},
+                config.reward_weights,
+                config.reward_timeout,
+                imports=config.imports,
+            )
+        except (ValueError, TypeError) as err:  # unknown name, bad import path or parameters
+            raise ConfigError(f"reward_funcs: {err}") from err
     weights = config.reward_weights
     if weights is not None and len(weights) != len(functions):
         raise ValueError(f"{len(weights)} reward_weights for {len(functions)} reward functions")
