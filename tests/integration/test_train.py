@@ -283,3 +283,24 @@ def test_bad_reward_exits_before_the_model_loads(reward, message):
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_conversational_dataset_trains_with_trl_reward_conventions(tmp_path):
+    seen = {}
+
+    def record(prompts, completions, **kwargs):
+        seen.update(prompt=prompts[0], completion=completions[0])
+        return [1.0 if "\\boxed{1}" in c[0]["content"] else 0.0 for c in completions]
+
+    data = tmp_path / "chat.jsonl"
+    rows = [
+        {"prompt": [{"role": "system", "content": "Box it."}, {"role": "user", "content": q}],
+         "answer": a}
+        for q, a in [("1 + 0?", "1"), ("2 - 1?", "1"), ("0 + 1?", "1"), ("3 - 2?", "1")]
+    ]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tmp_path, dataset_name=str(data), reward_funcs=["format"], max_steps=1)
+    summary = Trainer(config, reward_functions={"record": record}).train()
+    assert summary["steps"] == 1
+    assert seen["prompt"][0] == {"role": "system", "content": "Box it."}
+    assert seen["completion"][0]["role"] == "assistant"

@@ -13,6 +13,12 @@ to None there, the value reward functions read as "does not apply to this row" (
 rewards read `answer`, else `solution`, row by row). A non-UTF-8 line, a directory where a
 file is expected and a gold the grader cannot parse are errors naming the file and line;
 long values are shown cut to `SHOWN_CHARS` characters.
+
+TRL's two prompt forms both load: "standard" (`prompt` is text, used like `problem`) and
+"conversational" (`prompt` is a list of `{role, content}` messages, optionally opening with a
+system turn and ending with the user's turn). A conversational prompt is kept as given (the
+model sees exactly those messages through its chat template); its last user turn becomes
+`problem`. A dataset mixes the two forms only as an error.
 """
 
 from __future__ import annotations
@@ -129,6 +135,7 @@ def _validate(rows: list[tuple[str, Any]], source: str) -> list[dict]:
         raise DatasetError(f"{source}: the dataset is empty")
     checked = [_validate_row(where, row) for where, row in rows]
     out = [row for row, _ in checked]
+    _check_forms(out)
     _check_golds(out, [gold for _, gold in checked])
     columns = list(dict.fromkeys(key for row in out for key in row))
     return [{key: row.get(key) for key in columns} for row in out]
@@ -148,6 +155,8 @@ def _validate_row(where: str, row: Any) -> tuple[dict, str]:
         )
         raise DatasetError(f"{where}: row has no {missing} field; fields are {sorted(row)}")
     problem, answer = row[problem_key], row[answer_key]
+    if problem_key == "prompt" and isinstance(problem, list):
+        problem = _last_user_turn(where, problem)
     if not isinstance(problem, str) or not problem.strip():
         raise DatasetError(
             f"{where}: {problem_key!r} must be a non-empty string, got {shown(problem)}"
@@ -159,6 +168,36 @@ def _validate_row(where: str, row: Any) -> tuple[dict, str]:
             f"{where}: {answer_key!r} must be a non-empty string, got {shown(answer)}"
         )
     return {**row, "problem": problem, answer_key: answer, "_source": where}, answer
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def _last_user_turn(where: str, messages: list[Any]) -> str:
+    """Check a conversational prompt; → the text of its final (user) turn."""
+    for index, message in enumerate(messages):
+        if not (
+            isinstance(message, dict)
+            and message.get("role") in ROLES
+            and isinstance(message.get("content"), str)
+        ):
+            raise DatasetError(
+                f"{where}: prompt message {index} must be {{role: system/user/assistant, "
+                f"content: text}}, got {shown(message)}"
+            )
+    if not messages or messages[-1]["role"] != "user":
+        raise DatasetError(f"{where}: a conversational prompt must end with a user turn")
+    return messages[-1]["content"]
+
+
+def _check_forms(rows: list[dict]) -> None:
+    conversational = isinstance(rows[0].get("prompt"), list)
+    other = next((r for r in rows if isinstance(r.get("prompt"), list) != conversational), None)
+    if other is not None:
+        raise DatasetError(
+            f"{other['_source']}: rows mix conversational prompts (message lists) with plain "
+            f"text prompts ({rows[0]['_source']} is the other form); use one form throughout"
+        )
 
 
 def _check_golds(rows: list[dict], golds: list[str]) -> None:

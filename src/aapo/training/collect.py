@@ -136,14 +136,16 @@ def _sample_and_score(
 
 
 def score(scorer: RewardScorer, rows: list[PromptRow], samples: list[Sample], G: int) -> Scored:
-    """TRL's reward call: dataset columns repeated once per completion of the row's group."""
+    """TRL's reward call: dataset columns repeated once per completion of the row's group;
+    for conversational data, prompts are message lists and each completion is
+    `[{"role": "assistant", "content": text}]`, as TRL passes them."""
     columns = {key: [row.columns[key] for row in rows for _ in range(G)] for key in rows[0].columns}
-    per_function = scorer.score(
-        columns["problem"],
-        [s.text for s in samples],
-        [s.completion_ids for s in samples],
-        columns,
-    )
+    if rows[0].conversational:
+        prompts = columns["prompt"]
+        completions: list[Any] = [[{"role": "assistant", "content": s.text}] for s in samples]
+    else:
+        prompts, completions = columns["problem"], [s.text for s in samples]
+    per_function = scorer.score(prompts, completions, [s.completion_ids for s in samples], columns)
     rewards, valid = combine_rewards(per_function, scorer.weights)
     return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
 
