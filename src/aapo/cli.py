@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    from aapo.training.checkpoint import CheckpointError
+    from aapo.training.reward_process import RewardWorkerError
+
     try:
         if args.command == "train":
             _train(args, rest)
@@ -115,7 +118,13 @@ def main(argv: list[str] | None = None) -> None:
             if rest:
                 parser.error(f"unrecognised arguments: {' '.join(rest)}")
             _data(args)
-    except (ConfigError, DatasetError, FileNotFoundError) as err:
+    except (
+        ConfigError,
+        DatasetError,
+        FileNotFoundError,
+        CheckpointError,
+        RewardWorkerError,
+    ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)
 
