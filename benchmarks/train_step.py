@@ -27,9 +27,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from aapo.rollout.reference_build import build_reference_cache
 from aapo.training.config import TrainConfig
-from aapo.training.step import train_step
+from aapo.training.reference_build import build_reference_cache
+from aapo.training.step import train_round
 from aapo.training.trainer import Trainer
 
 SPLIT = ("time/policy_generation", "time/reference_generation", "time/rewards", "time/update")
@@ -59,7 +59,10 @@ def measure(config: TrainConfig, steps: int) -> dict[str, float]:
             "the trainer built a reference sampler although reference_cache is set: this "
             "checkout does not wire the cache into the step yet"
         )
-    runs = [train_step(trainer.parts, trainer.batch_rows(step)) for step in range(steps + 1)]
+    runs = [
+        next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows)).metrics
+        for _ in range(steps + 1)
+    ]
     timed = runs[1:]  # the first step pays one-off costs (grader start-up, allocator warm-up)
     seconds = statistics.median(m["time/step"] for m in timed)
     tokens = statistics.median(m["num_tokens"] for m in timed)

@@ -143,8 +143,8 @@ def _train(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _reference(args: argparse.Namespace, rest: list[str]) -> None:
-    from aapo.rollout.reference_build import build_reference_cache
     from aapo.training.config import TrainConfig
+    from aapo.training.reference_build import build_reference_cache
 
     print(build_reference_cache(load_config(TrainConfig, args.config, rest)))
 

@@ -16,13 +16,14 @@ import torch
 
 from aapo.config import load_config
 from aapo.data.datasets import load_problems
+from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rollout import HFSampler
-from aapo.rollout.reference_build import build_reference_cache, shard_seed
 from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import TrainConfig
-from aapo.training.step import StepParts, train_step
-from aapo.training.trainer import Trainer, prepare_rows
+from aapo.training.reference_build import build_reference_cache, shard_seed
+from aapo.training.step import StepParts, train_round
+from aapo.training.trainer import Trainer
 
 # 16 prompts, G=2, 2 draws, 8 tokens; 2 sequences per generate call → 1 prompt per shard
 ARGS = [
@@ -65,7 +66,9 @@ def test_the_cache_opens_under_the_config_train_reads(uninterrupted):
     config = load_config(TrainConfig, "default", ARGS)  # what `aapo train` would build
     tokenizer = load_tokenizer(config.model_name_or_path)
     raw = load_problems(config.dataset_name, config.dataset_split, config.seed, config.dataset_size)
-    rows, _ = prepare_rows(raw, tokenizer, config)
+    rows, _ = prepare_rows(
+        raw, tokenizer, config.system_prompt, config.prompt_template, config.max_prompt_length
+    )
     model = load_model(config.model_name_or_path, config.dtype)
     cache = ReferenceCache.open(
         uninterrupted, reference_fingerprint(config, model, rows, tokenizer)
@@ -155,9 +158,9 @@ def test_a_step_on_cached_rewards_equals_one_sampling_the_same_reference_draws(t
 
     shard_rows = slice(4, 8)  # the step meets shard 1's prompts, in its order, in epoch 0
     torch.manual_seed(0)  # one global RNG: both policies draw the same samples
-    with_cache = train_step(cached.parts, cached.rows[shard_rows], 0)
+    with_cache = next(train_round(cached.parts, cached.rows[shard_rows], list)).metrics
     torch.manual_seed(0)
-    in_step = train_step(sampling.parts, sampling.rows[shard_rows], 0)
+    in_step = next(train_round(sampling.parts, sampling.rows[shard_rows], list)).metrics
     for key in ("ref_reward", "momentum/mean", "momentum/clip_low_frac", "momentum/clip_high_frac"):
         assert key in with_cache, key
     assert with_cache["momentum/mean"] != 0  # the reference rewards reached the advantages

@@ -35,6 +35,7 @@ class PromptRow:
     prompt_ids: list[int]  # what the model is prompted with
     columns: dict[str, Any]  # the dataset row (problem, answer or solution, any extra column)
     source: str  # where the row came from (`file:line`), for messages
+    epoch: int = 0  # the epoch it was drawn in: which reference-cache draw it is served
 
     @property
     def problem(self) -> str:

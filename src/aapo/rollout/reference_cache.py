@@ -9,7 +9,7 @@ also carries the fingerprint in its header, so a rerun resumes only shards of th
 The fingerprint names everything the stored values depend on; `ReferenceCache.open` refuses a
 run that differs, naming each field with both values, and a shard whose bytes changed.
 `take` hands a step its prompts' rewards, one fresh draw per use. Building (model, sampling,
-scoring) is in `aapo.rollout.reference_build`. Left out: the completion texts, and the source
+scoring) is in `aapo.training.reference_build`. Left out: the completion texts, and the source
 code of user reward functions (their import paths are fingerprinted, their bodies are not).
 """
 
@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 
 from aapo.config import ConfigError
+from aapo.data.rows import PromptRow
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -64,35 +65,16 @@ class Layout:
         return range(start, min(start + self.rows_per_shard, self.num_rows))
 
 
-def training_schedule(
-    num_rows: int, prompts_per_step: int, max_steps: int, num_train_epochs: float
-) -> tuple[int, int]:
-    """(steps_per_epoch, total_steps) exactly as the trainer derives them."""
-    steps_per_epoch = num_rows // prompts_per_step
-    if steps_per_epoch == 0:
-        raise ValueError(f"{num_rows} usable prompts is fewer than one step's {prompts_per_step}")
-    total = max_steps if max_steps > 0 else math.ceil(num_train_epochs * steps_per_epoch)
-    return steps_per_epoch, total
-
-
-def draws_needed(
-    num_rows: int, prompts_per_step: int, max_steps: int, num_train_epochs: float
-) -> int:
-    """Epochs a run starts, i.e. the most times it meets one prompt (once per epoch)."""
-    per_epoch, total = training_schedule(num_rows, prompts_per_step, max_steps, num_train_epochs)
-    return math.ceil(total / per_epoch)
-
-
 # fingerprint -------------------------------------------------------------------------------
 
 
 def reference_fingerprint(
-    config: Any, reference_model: Any, rows: list[dict], tokenizer: Any
+    config: Any, reference_model: Any, rows: list[PromptRow], tokenizer: Any
 ) -> dict[str, Any]:
     """Every setting the reference rollouts depend on, by name, as JSON values.
 
-    `rows` are the prepared rows (after filtering, with `_prompt_ids`), in training order;
-    the cache is indexed by position in this list. Under LoRA pass the base model (or the
+    `rows` are the prepared rows (after filtering), in training order; the cache is indexed
+    by their `index`, their position in this list. Under LoRA pass the base model (or the
     peft model: its adapters are left out of the weight hash).
     """
     from aapo.data.prompts import resolve_system_prompt, resolve_user_template
@@ -104,8 +86,8 @@ def reference_fingerprint(
         "eos_token_ids": _eos_ids(reference_model, tokenizer),
         "system_prompt": resolve_system_prompt(config.system_prompt),
         "prompt_template": resolve_user_template(config.prompt_template),
-        "rendered_prompts": _sha256_json([row["_prompt_ids"] for row in rows]),
-        "dataset": _sha256_json([_public(row) for row in rows]),
+        "rendered_prompts": _sha256_json([row.prompt_ids for row in rows]),
+        "dataset": _sha256_json([row.columns for row in rows]),
         "num_rows": len(rows),
         "temperature": config.temperature,
         "top_p": config.top_p,
@@ -136,11 +118,6 @@ def weights_sha256(model: Any) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _public(row: dict) -> dict:
-    """The columns reward functions see (underscore keys are the loader's bookkeeping)."""
-    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def _sha256_json(value: Any) -> str:

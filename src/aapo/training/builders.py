@@ -27,6 +27,7 @@ from aapo.data.rows import PromptRow, prepare_rows
 from aapo.models import load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rollout import HFSampler, Sampler
+from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import BatchLayout, TrainConfig
 from aapo.training.logprobs import completion_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
@@ -103,6 +104,11 @@ class TrainData:
     steps_per_epoch: int  # optimizer steps
     total_steps: int
 
+    @property
+    def epochs_started(self) -> int:
+        """The most times the run meets one prompt (at most once per epoch)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
     def epoch_prompts(self, layout: BatchLayout) -> int:
         """Prompts an epoch uses: whole generation batches (the remainder waits a turn)."""
         return len(self.rows) // layout.generation_prompts * layout.generation_prompts
@@ -144,6 +150,20 @@ def build_reference(config: TrainConfig, policy: Any, needs_reference: bool) -> 
     if config.use_peft or not (needs_reference or config.beta > 0):
         return None
     return frozen_copy(policy)
+
+
+def open_reference_cache(
+    config: TrainConfig, reference: Any, data: TrainData, tokenizer: Any
+) -> ReferenceCache:
+    """The precomputed reference rollouts, checked against this run: every setting they
+    depend on (computed from the initial weights, so call it before any update) and enough
+    draws for the epochs the run starts."""
+    fingerprint = reference_fingerprint(config, reference, data.rows, tokenizer)
+    cache = ReferenceCache.open(
+        config.reference_cache, fingerprint, [row.problem for row in data.rows]
+    )
+    cache.require_draws(data.epochs_started)
+    return cache
 
 
 def build_optimizer(config: TrainConfig, model: Any) -> torch.optim.Optimizer:

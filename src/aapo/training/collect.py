@@ -26,6 +26,7 @@ import torch
 from aapo.algorithms import as_groups, combine_rewards, group_stats
 from aapo.data.rows import PromptRow
 from aapo.rollout import Sample, Sampler, SamplingParams
+from aapo.rollout.reference_cache import ReferenceCache
 from aapo.training.scoring import RewardScorer
 
 
@@ -77,15 +78,22 @@ def collect(
     scorer: RewardScorer,
     params: SamplingParams,
     accelerator: Any,
+    reference_cache: ReferenceCache | None = None,
     min_informative: float = 0.0,
     max_rounds: int = 1,
 ) -> Batch:
     """Sample and score `rows`; with `min_informative` > 0, redraw (`draw_more`) until that
     fraction of the batch's groups is informative or `max_rounds` rounds were sampled."""
     times: dict[str, float] = {}
-    policy, reference = _sample_and_score(
-        rows, policy_sampler, reference_sampler, scorer, params, times
-    )
+
+    def sample_and_score(rows: list[PromptRow]) -> tuple[Scored, Scored | None]:
+        policy = _policy(rows, policy_sampler, scorer, params, times)
+        if reference_cache is None:
+            return policy, _sampled(rows, reference_sampler, scorer, params, times)
+        with timed(times, "time/reference_generation"):  # 2, read: the draw of its epoch
+            return policy, _cached(reference_cache, rows)
+
+    policy, reference = sample_and_score(rows)
     if min_informative <= 0:
         return Batch(rows, policy, reference, times)
     groups = _groups(rows, policy, reference)
@@ -95,9 +103,7 @@ def collect(
     rounds = 1
     while sum(not g.tied for g in pool) < wanted and rounds < max_rounds:
         more = draw_more()
-        policy, reference = _sample_and_score(
-            more, policy_sampler, reference_sampler, scorer, params, times
-        )
+        policy, reference = sample_and_score(more)
         pool += _all_gather(accelerator, _groups(more, policy, reference))
         rounds += 1
     chosen, dropped = _select(pool, needed)
@@ -114,25 +120,37 @@ def collect(
     return Batch([g.row for g in local], *_rebuild(local, scorer), times)
 
 
-def _sample_and_score(
+def _policy(
     rows: list[PromptRow],
-    policy_sampler: Sampler,
-    reference_sampler: Sampler | None,
+    sampler: Sampler,
     scorer: RewardScorer,
     params: SamplingParams,
     times: dict[str, float],
-) -> tuple[Scored, Scored | None]:
-    prompt_ids = [row.prompt_ids for row in rows]
+) -> Scored:
     with timed(times, "time/policy_generation"):  # 1
-        policy_samples = _flatten(policy_sampler.generate(prompt_ids, params))
-    ref_samples = None
-    if reference_sampler is not None:  # 2
-        with timed(times, "time/reference_generation"):
-            ref_samples = _flatten(reference_sampler.generate(prompt_ids, params))
+        samples = _flatten(sampler.generate([row.prompt_ids for row in rows], params))
     with timed(times, "time/rewards"):  # 3
-        policy = score(scorer, rows, policy_samples, params.n)
-        reference = score(scorer, rows, ref_samples, params.n) if ref_samples else None
-    return policy, reference
+        return score(scorer, rows, samples, params.n)
+
+
+def _sampled(
+    rows: list[PromptRow],
+    sampler: Sampler | None,
+    scorer: RewardScorer,
+    params: SamplingParams,
+    times: dict[str, float],
+) -> Scored | None:
+    if sampler is None:
+        return None
+    with timed(times, "time/reference_generation"):  # 2
+        samples = _flatten(sampler.generate([row.prompt_ids for row in rows], params))
+    with timed(times, "time/rewards"):  # 3
+        return score(scorer, rows, samples, params.n)
+
+
+def _cached(cache: ReferenceCache, rows: list[PromptRow]) -> Scored:
+    taken = cache.take([row.index for row in rows], [row.epoch for row in rows])
+    return Scored([], taken.per_function, taken.rewards, taken.valid)
 
 
 def score(scorer: RewardScorer, rows: list[PromptRow], samples: list[Sample], G: int) -> Scored:
@@ -194,15 +212,16 @@ def _select(pool: list[Group], needed: int) -> tuple[list[Group], int]:
 
 
 def _rebuild(groups: list[Group], scorer: RewardScorer) -> tuple[Scored, Scored | None]:
+    G = len(groups[0].samples)
+
     def side(samples: list[Sample], per_function: torch.Tensor) -> Scored:
         rewards, valid = combine_rewards(per_function, scorer.weights)
-        G = len(samples) // len(groups)
         return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
 
     policy = side(
         [s for g in groups for s in g.samples], torch.cat([g.per_function for g in groups], 1)
     )
-    if groups[0].ref_samples is None:
+    if groups[0].ref_per_function is None:
         return policy, None
     reference = side(
         [s for g in groups for s in g.ref_samples],

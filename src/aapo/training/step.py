@@ -35,6 +35,7 @@ from aapo.algorithms import (
 )
 from aapo.data.rows import PromptRow
 from aapo.rollout import Sampler, SamplingParams
+from aapo.rollout.reference_cache import ReferenceCache
 from aapo.training.collect import Batch, Scored, collect, timed
 from aapo.training.config import TrainConfig
 from aapo.training.scoring import RewardScorer
@@ -58,6 +59,7 @@ class StepParts:
     model: Any  # the trained policy, possibly wrapped for distributed training
     policy_sampler: Sampler
     reference_sampler: Sampler | None
+    reference_cache: ReferenceCache | None  # precomputed reference rewards (AAPO), if any
     # the reference's log-probs of a micro-batch, for the KL term (beta > 0); None otherwise
     reference_logprobs: Callable[[MicroBatch], torch.Tensor] | None
     scorer: RewardScorer
@@ -111,6 +113,7 @@ def train_round(
         draw_more,
         policy_sampler=parts.policy_sampler,
         reference_sampler=parts.reference_sampler,
+        reference_cache=parts.reference_cache,
         scorer=parts.scorer,
         params=params,
         accelerator=acc,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,22 @@ class Trainer:
         self.data = builders.build_data(config, self.tokenizer, self.layout)
 
         model = builders.build_policy(config, acc.device)
-        self.reference_model = builders.build_reference(config, model, estimator.needs_reference)
+        cached = estimator.needs_reference and config.reference_cache is not None
+        sampled = estimator.needs_reference and not cached  # the reference sampled in-step
+        if config.reference_cache is not None and not estimator.needs_reference:
+            log.warning("reference_cache is set but %s samples no reference", self.advantage_name)
+        reference_cache = (
+            builders.open_reference_cache(config, model, self.data, self.tokenizer)
+            if cached
+            else None
+        )
+        self.reference_model = builders.build_reference(config, model, sampled)
         self.model, self.optimizer = acc.prepare(model, builders.build_optimizer(config, model))
         self.scheduler = builders.build_scheduler(config, self.optimizer, self.total_steps)
 
         policy = acc.unwrap_model(self.model)
         self.policy_sampler = policy_sampler or HFSampler(policy, self.tokenizer)
-        if estimator.needs_reference and reference_sampler is None:
+        if sampled and reference_sampler is None:
             reference_sampler = builders.build_reference_sampler(
                 config, self.policy_sampler, policy, self.reference_model, self.tokenizer
             )
@@ -105,7 +115,8 @@ class Trainer:
             advantage_name=self.advantage_name,
             model=self.model,
             policy_sampler=self.policy_sampler,
-            reference_sampler=reference_sampler if estimator.needs_reference else None,
+            reference_sampler=reference_sampler if sampled else None,
+            reference_cache=reference_cache,
             reference_logprobs=builders.build_reference_logprobs(
                 config, policy, self.reference_model
             ),
@@ -134,7 +145,7 @@ class Trainer:
         share = self.layout.generation_prompts_per_process
         start = offset + self.accelerator.process_index * share
         self.cursor += count
-        return [self.rows[i] for i in order[start : start + share]]
+        return [replace(self.rows[i], epoch=epoch) for i in order[start : start + share]]
 
     def train(self) -> dict[str, Any]:
         cfg = self.config

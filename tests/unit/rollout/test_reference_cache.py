@@ -11,22 +11,20 @@ import torch
 
 from aapo.algorithms import combine_rewards
 from aapo.data.datasets import load_problems
+from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rewards import get_reward_function
 from aapo.rollout import HFSampler, SamplingParams
-from aapo.rollout.reference_build import build_reference_cache, shard_seed
 from aapo.rollout.reference_cache import (
     ReferenceCache,
     ReferenceCacheError,
-    draws_needed,
     reference_fingerprint,
     shard_name,
-    training_schedule,
     weights_sha256,
 )
 from aapo.training.config import TrainConfig
+from aapo.training.reference_build import build_reference_cache, shard_seed
 from aapo.training.scoring import RewardScorer
-from aapo.training.trainer import prepare_rows
 
 # 16 prompts, G=2, 2 draws; 8 sequences per generate call → 4 prompts per shard, 4 shards
 TINY = dict(
@@ -61,7 +59,9 @@ def parts():
 def _rows(config, tokenizer, prepared_for=None):
     """The run's rows; `prepared_for` renders the same problems under another config."""
     raw = load_problems(config.dataset_name, config.dataset_split, config.seed, config.dataset_size)
-    return prepare_rows(raw, tokenizer, prepared_for or config)[0]
+    shown = prepared_for or config
+    rendering = (shown.system_prompt, shown.prompt_template, shown.max_prompt_length)
+    return prepare_rows(raw, tokenizer, *rendering)[0]
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +84,11 @@ def test_stored_rewards_equal_the_scorer_on_the_same_samples(built, parts):
     sampler = HFSampler(model, tokenizer, max_batch_size=config.reference_batch_size)
     params = SamplingParams(G, config.temperature, config.top_p, config.max_completion_length)
     torch.manual_seed(shard_seed(config.seed, shard))
-    groups = sampler.generate([r["_prompt_ids"] for r in shard_rows for _ in range(draws)], params)
+    groups = sampler.generate([r.prompt_ids for r in shard_rows for _ in range(draws)], params)
     samples = [s for group in groups for s in group]  # [P·D·G]: prompt, draw, completion
     columns = {
-        "problem": [r["problem"] for r in shard_rows for _ in range(draws * G)],
-        "answer": [r["answer"] for r in shard_rows for _ in range(draws * G)],
+        "problem": [r.problem for r in shard_rows for _ in range(draws * G)],
+        "answer": [r.columns["answer"] for r in shard_rows for _ in range(draws * G)],
     }
     functions = [get_reward_function(name) for name in config.reward_funcs]
     scorer = RewardScorer(["format", "accuracy"], functions, config.reward_weights)
@@ -130,7 +130,7 @@ def test_take_shapes_and_draws_follow_uses(built):
 
 def test_running_out_of_draws_names_the_prompt(built, parts):
     directory, config, fingerprint = built
-    problems = [r["problem"] for r in _rows(config, parts[0])]
+    problems = [r.problem for r in _rows(config, parts[0])]
     cache = ReferenceCache.open(directory, fingerprint, problems)
     with pytest.raises(ReferenceCacheError, match="has 2 draws per prompt") as err:
         cache.take([0, 3], [1, 2])
@@ -177,8 +177,8 @@ def test_each_fingerprint_field_changed_alone_is_refused_by_name(built, parts, n
     run = replace(config, **changes)
     rows = _rows(config, tokenizer, prepared_for=run)  # same problems (the seed picks them too)
     if name == "dataset":
-        rows = [dict(row) for row in rows]
-        rows[3]["answer"] = "12345"
+        edited = replace(rows[3], columns={**rows[3].columns, "answer": "12345"})
+        rows = [*rows[:3], edited, *rows[4:]]
     reference = _perturbed(model) if name == "reference_weights" else model
     wanted = reference_fingerprint(run, reference, rows, tokenizer)
     assert {k for k in wanted if wanted[k] != fingerprint[k]} == expected
@@ -244,11 +244,9 @@ def test_a_directory_holding_another_setup_is_refused_by_field(built):
 
 
 def test_draws_needed_counts_the_epochs_a_run_starts():
-    # 16 rows, 4 prompts per step: 4 steps per epoch (as the trainer computes it)
-    assert training_schedule(16, 4, max_steps=10, num_train_epochs=1.0) == (4, 10)
-    assert draws_needed(16, 4, max_steps=10, num_train_epochs=1.0) == 3  # epochs 0, 1, 2
-    assert draws_needed(16, 4, max_steps=8, num_train_epochs=1.0) == 2
-    assert training_schedule(18, 4, max_steps=-1, num_train_epochs=1.5) == (4, 6)
-    assert draws_needed(18, 4, max_steps=-1, num_train_epochs=1.5) == 2
-    with pytest.raises(ValueError, match="fewer than one step"):
-        training_schedule(3, 4, max_steps=-1, num_train_epochs=1.0)
+    from aapo.training.builders import TrainData
+
+    # 16 rows, 4 prompts per step: 4 steps per epoch; 10 steps meet a prompt in epochs 0, 1, 2
+    assert TrainData([], 0, steps_per_epoch=4, total_steps=10).epochs_started == 3
+    assert TrainData([], 0, steps_per_epoch=4, total_steps=8).epochs_started == 2
+    assert TrainData([], 0, steps_per_epoch=4, total_steps=6).epochs_started == 2

@@ -53,6 +53,7 @@ def _parts(config, model, sampler, lr=1.0):
         model=model,
         policy_sampler=sampler,
         reference_sampler=None,
+        reference_cache=None,
         reference_logprobs=None,
         scorer=RewardScorer(["good"], [good]),
         optimizer=optimizer,

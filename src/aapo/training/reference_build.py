@@ -13,7 +13,6 @@ timeouts and "not applicable" scores behave as during a step. Left out: vLLM sam
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,12 @@ from tqdm.auto import tqdm
 
 from aapo.algorithms import combine_rewards
 from aapo.config import ConfigError
+from aapo.data.rows import PromptRow
+from aapo.models import load_model, load_tokenizer
 from aapo.rollout.reference_cache import (
     MANIFEST,
     Layout,
     ReferenceCacheError,
-    draws_needed,
     fingerprint_differences,
     read_manifest,
     read_shard_header,
@@ -38,6 +38,9 @@ from aapo.rollout.reference_cache import (
     write_shard,
 )
 from aapo.rollout.sampler import HFSampler, SamplingParams
+from aapo.training import builders
+from aapo.training.collect import score
+from aapo.training.config import TrainConfig
 from aapo.training.scoring import RewardScorer
 
 log = logging.getLogger("aapo")
@@ -50,7 +53,7 @@ def shard_seed(seed: int, shard: int) -> int:
 
 
 def build_reference_cache(
-    config: Any, process_index: int | None = None, num_processes: int | None = None
+    config: TrainConfig, process_index: int | None = None, num_processes: int | None = None
 ) -> Path:
     """Fill `config.reference_cache` with this process's shards; return the directory.
 
@@ -58,21 +61,30 @@ def build_reference_cache(
     the work by hand."""
     from accelerate import Accelerator
 
-    from aapo.training.trainer import apply_algorithm_defaults
-
     _check_options(config)
-    for module in config.imports:  # user reward functions register themselves on import
-        importlib.import_module(module)
-    config = apply_algorithm_defaults(config)
+    config = builders.prepare_config(config)
     state = Accelerator()  # as the trainer: reads accelerate launch's settings (--cpu, ...)
     index = state.process_index if process_index is None else process_index
     count = state.num_processes if num_processes is None else num_processes
 
-    scorer = _scorer(config)  # first: it sets up the grader that loading checks golds with
-    model, tokenizer, rows = _reference_and_rows(config, state.device)
+    scorer = builders.build_scorer(config)  # first: a bad reward fails before loading
+    try:
+        return _fill(config, scorer, state.device, index, count)
+    finally:
+        scorer.close()
+
+
+def _fill(config: TrainConfig, scorer: RewardScorer, device: Any, index: int, count: int) -> Path:
+    tokenizer = load_tokenizer(config.model_name_or_path)
+    data = builders.build_data(config, tokenizer, config.batch_layout(count))
+    model = load_model(config.model_name_or_path, config.dtype, device)
+    model.eval()
+    model.requires_grad_(False)
+    rows = data.rows
     fingerprint = reference_fingerprint(config, model, rows, tokenizer)
     rows_per_shard = max(1, config.reference_batch_size // config.num_generations)
-    layout = Layout(len(rows), rows_per_shard, _draws(config, len(rows), count))
+    draws = config.reference_draws or data.epochs_started
+    layout = Layout(len(rows), rows_per_shard, draws)
     directory = Path(config.reference_cache)
     directory.mkdir(parents=True, exist_ok=True)
     if _finished(directory, fingerprint, layout):
@@ -103,22 +115,6 @@ def build_reference_cache(
     return directory
 
 
-def _reference_and_rows(config: Any, device: Any) -> tuple[Any, Any, list[dict]]:
-    """The frozen reference (the weights as loaded), its tokenizer, and the rows as training
-    loads and filters them."""
-    from aapo.data.datasets import load_problems
-    from aapo.models import load_model, load_tokenizer
-    from aapo.training.trainer import prepare_rows
-
-    tokenizer = load_tokenizer(config.model_name_or_path)
-    model = load_model(config.model_name_or_path, config.dtype, device)
-    model.eval()
-    model.requires_grad_(False)
-    raw = load_problems(config.dataset_name, config.dataset_split, config.seed, config.dataset_size)
-    rows, _ = prepare_rows(raw, tokenizer, config)
-    return model, tokenizer, rows
-
-
 def _finish(
     directory: Path, fingerprint: dict, layout: Layout, names: list[str], config: Any
 ) -> None:
@@ -133,15 +129,15 @@ def _finish(
 def sample_shard(
     sampler: HFSampler,
     scorer: RewardScorer,
-    rows: list[dict],
-    config: Any,
+    rows: list[PromptRow],
+    config: TrainConfig,
     draws: int,
     shard: int,
 ) -> dict[str, torch.Tensor]:
     """Sample D groups of G for each of the P rows, seeded by (seed, shard), and score them."""
     G, P, K = config.num_generations, len(rows), len(scorer.names)
     params = SamplingParams(G, config.temperature, config.top_p, config.max_completion_length)
-    prompts = [row["_prompt_ids"] for row in rows for _ in range(draws)]  # [P·D], row-major
+    prompts = [row.prompt_ids for row in rows for _ in range(draws)]  # [P·D], row-major
     device = next(sampler.model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(shard_seed(config.seed, shard))
@@ -160,45 +156,21 @@ def sample_shard(
 
 
 def _score(
-    scorer: RewardScorer, rows: list[dict], samples: list, per_row: int, chunk: int
+    scorer: RewardScorer, rows: list[PromptRow], samples: list, per_row: int, chunk: int
 ) -> torch.Tensor:
-    """[K, N] scores, with the same dataset columns the step passes, a step's worth at a time."""
-    columns = {
-        key: [row[key] for row in rows for _ in range(per_row)]
-        for key in rows[0]
-        if not key.startswith("_")
-    }
-    prompts = columns.get("problem", [""] * len(samples))
+    """[K, N] scores through the step's own reward call, about a step's worth at a time."""
+    rows_per_call = max(1, chunk // per_row)
     parts = []
-    for start in range(0, len(samples), chunk):
-        part = slice(start, start + chunk)
-        parts.append(
-            scorer.score(
-                prompts[part],
-                [s.text for s in samples[part]],
-                [s.completion_ids for s in samples[part]],
-                {key: values[part] for key, values in columns.items()},
-            )
-        )
+    for start in range(0, len(rows), rows_per_call):
+        some = rows[start : start + rows_per_call]
+        mine = samples[start * per_row : (start + len(some)) * per_row]
+        parts.append(score(scorer, some, mine, per_row).per_function)
     return torch.cat(parts, dim=1)
 
 
-def _scoring_chunk(config: Any) -> int:
+def _scoring_chunk(config: TrainConfig) -> int:
     """Completions one process scores per step: reward timeouts mean the same thing here."""
     return config.per_device_train_batch_size * config.gradient_accumulation_steps
-
-
-def _scorer(config: Any) -> RewardScorer:
-    from aapo.rewards import configure_default_grader, get_reward_function
-    from aapo.training.scoring import reward_name
-    from aapo.training.trainer import _reward_params
-
-    configure_default_grader(batch_timeout=max(1.0, 0.8 * config.reward_timeout))
-    names = [reward_name(spec) for spec in config.reward_funcs]
-    functions = [
-        get_reward_function(spec, **_reward_params(spec, config)) for spec in config.reward_funcs
-    ]
-    return RewardScorer(names, functions, config.reward_weights, config.reward_timeout)
 
 
 def _check_options(config: Any) -> None:
@@ -208,24 +180,6 @@ def _check_options(config: Any) -> None:
         raise ConfigError(f"reference_draws must be >= 1, got {config.reference_draws}")
     if config.reference_batch_size < 1:
         raise ConfigError(f"reference_batch_size must be >= 1, got {config.reference_batch_size}")
-
-
-def _draws(config: Any, num_rows: int, num_processes: int) -> int:
-    if config.reference_draws is not None:
-        return config.reference_draws
-    draws = draws_needed(
-        num_rows,
-        config.prompts_per_step(num_processes),
-        config.max_steps,
-        config.num_train_epochs,
-    )
-    log.info(
-        "reference_draws unset: %d draws per prompt, what the run needs on %d process(es); "
-        "set reference_draws for a run on more processes",
-        draws,
-        num_processes,
-    )
-    return draws
 
 
 def _finished(directory: Path, fingerprint: dict, layout: Layout) -> bool:
