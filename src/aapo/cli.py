@@ -1,6 +1,7 @@
 """`aapo` command line: parse → config → call. No logic lives here.
 
     aapo train [--config RECIPE_OR_YAML] [--resume [PATH]] [--key value ...]
+    aapo reference [--config RECIPE_OR_YAML] --reference_cache DIR [--key value ...]
     aapo eval  [--config YAML] [--key value ...]
     aapo data synthetic --output_dir DIR [--num_train N] [--num_test N] [--seed S]
     aapo compare [--algorithms aapo,grpo,gpg] [--seeds 3] [--config YAML] [--key value ...]
@@ -60,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="continue from the latest checkpoint in output_dir, or from PATH",
+    )
+
+    reference = commands.add_parser(
+        "reference",
+        help="precompute the frozen reference's rollouts into reference_cache (AAPO)",
+        description="Takes the same config as `aapo train` (so the cache matches the run); "
+        "several processes fill one cache under `accelerate launch -m aapo reference ...`.",
+        epilog=_fields_help(TrainConfig),
+        formatter_class=raw,
+    )
+    reference.add_argument(
+        "--config",
+        default="default",
+        help=f"YAML file or shipped recipe ({', '.join(recipe_names())}); default: default",
     )
 
     evaluate = commands.add_parser(
@@ -154,9 +169,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    from aapo.training.checkpoint import CheckpointError
+    from aapo.training.reward_process import RewardWorkerError
+
     try:
         if args.command == "train":
             _train(args, rest)
+        elif args.command == "reference":
+            _reference(args, rest)
         elif args.command == "eval":
             _eval(args, rest)
         elif args.command in ("compare", "plot"):
@@ -165,7 +185,13 @@ def main(argv: list[str] | None = None) -> None:
             if rest:
                 parser.error(f"unrecognised arguments: {' '.join(rest)}")
             _data(args)
-    except (ConfigError, DatasetError, FileNotFoundError) as err:
+    except (
+        ConfigError,
+        DatasetError,
+        FileNotFoundError,
+        CheckpointError,
+        RewardWorkerError,
+    ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)
 
@@ -205,6 +231,13 @@ def _compare_or_plot(
         path = plot(args.run_dirs, output, **report)
     print(f"report: {path}")
     print(f"figures: {path.parent / 'figures'}")
+
+
+def _reference(args: argparse.Namespace, rest: list[str]) -> None:
+    from aapo.training.config import TrainConfig
+    from aapo.training.reference_build import build_reference_cache
+
+    print(build_reference_cache(load_config(TrainConfig, args.config, rest)))
 
 
 def _eval(args: argparse.Namespace, rest: list[str]) -> None:

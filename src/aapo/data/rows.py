@@ -35,10 +35,16 @@ class PromptRow:
     prompt_ids: list[int]  # what the model is prompted with
     columns: dict[str, Any]  # the dataset row (problem, answer or solution, any extra column)
     source: str  # where the row came from (`file:line`), for messages
+    epoch: int = 0  # the epoch it was drawn in: which reference-cache draw it is served
 
     @property
     def problem(self) -> str:
         return self.columns["problem"]
+
+    @property
+    def conversational(self) -> bool:
+        """TRL's conversational form: `prompt` is the list of chat messages to send."""
+        return isinstance(self.columns.get("prompt"), list)
 
 
 def prepare_rows(
@@ -50,7 +56,7 @@ def prepare_rows(
     kept: list[PromptRow] = []
     skipped = 0
     for position, row in enumerate(rows):
-        ids = encode_prompt(tokenizer, build_messages(row["problem"], system, user_template))
+        ids = encode_prompt(tokenizer, _messages(row, system, user_template))
         if len(ids) > max_length:
             skipped += 1
             continue
@@ -64,6 +70,17 @@ def prepare_rows(
     if not kept:
         raise ValueError(f"every prompt is longer than max_prompt_length={max_length}")
     return kept, skipped
+
+
+def _messages(row: dict, system: str | None, user_template: str) -> list[dict]:
+    """A conversational row's own messages (a configured system prompt opens them when they
+    have no system turn), else the problem through the system prompt and user template."""
+    prompt = row.get("prompt")
+    if not isinstance(prompt, list):
+        return build_messages(row["problem"], system, user_template)
+    if system is not None and not any(m["role"] == "system" for m in prompt):
+        return [{"role": "system", "content": system}, *prompt]
+    return list(prompt)
 
 
 def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:

@@ -21,14 +21,18 @@ from typing import Any
 import torch
 
 from aapo.algorithms import AdvantageEstimator, get_algorithm
+from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
 from aapo.models import load_model
-from aapo.rewards import configure_default_grader, get_reward_function, reward_parameters
+from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rollout import HFSampler, Sampler
+from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import BatchLayout, TrainConfig
+from aapo.training.logprobs import completion_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
-from aapo.training.scoring import RewardScorer, reward_name
+from aapo.training.scoring import RewardScorer
+from aapo.training.update import MicroBatch
 
 
 def prepare_config(config: TrainConfig) -> TrainConfig:
@@ -66,11 +70,17 @@ def build_scorer(
     config's `reward_funcs` by name or import path."""
     # a grading batch must give up before the scorer abandons the reward call around it
     configure_default_grader(batch_timeout=max(1.0, 0.8 * config.reward_timeout))
-    if functions is None:
-        functions = {
-            reward_name(spec): get_reward_function(spec, **_reward_params(spec, config))
-            for spec in config.reward_funcs
-        }
+    if functions is None:  # user functions by import path run in killable worker processes
+        try:
+            return RewardScorer.from_specs(
+                config.reward_funcs,
+                {spec: _reward_params(spec, config) for spec in config.reward_funcs},
+                config.reward_weights,
+                config.reward_timeout,
+                imports=config.imports,
+            )
+        except (ValueError, TypeError) as err:  # unknown name, bad import path or parameters
+            raise ConfigError(f"reward_funcs: {err}") from err
     weights = config.reward_weights
     if weights is not None and len(weights) != len(functions):
         raise ValueError(f"{len(weights)} reward_weights for {len(functions)} reward functions")
@@ -91,8 +101,17 @@ class TrainData:
 
     rows: list[PromptRow]
     skipped_prompts: int  # longer than max_prompt_length
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimizer steps
     total_steps: int
+
+    @property
+    def epochs_started(self) -> int:
+        """The most times the run meets one prompt (at most once per epoch)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def epoch_prompts(self, layout: BatchLayout) -> int:
+        """Prompts an epoch uses: whole generation batches (the remainder waits a turn)."""
+        return len(self.rows) // layout.generation_prompts * layout.generation_prompts
 
 
 def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
@@ -102,11 +121,13 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
     prepared, skipped = prepare_rows(
         rows, tokenizer, config.system_prompt, config.prompt_template, config.max_prompt_length
     )
-    steps_per_epoch = len(prepared) // layout.prompts_per_step
-    if steps_per_epoch == 0:
+    batches_per_epoch = len(prepared) // layout.generation_prompts
+    if batches_per_epoch == 0:
         raise ValueError(
-            f"{len(prepared)} usable prompts is fewer than one step's {layout.prompts_per_step}"
+            f"{len(prepared)} usable prompts is fewer than one generation batch's "
+            f"{layout.generation_prompts}"
         )
+    steps_per_epoch = batches_per_epoch * layout.steps_per_generation_batch
     total = (
         config.max_steps
         if config.max_steps > 0
@@ -129,6 +150,20 @@ def build_reference(config: TrainConfig, policy: Any, needs_reference: bool) -> 
     if config.use_peft or not (needs_reference or config.beta > 0):
         return None
     return frozen_copy(policy)
+
+
+def open_reference_cache(
+    config: TrainConfig, reference: Any, data: TrainData, tokenizer: Any
+) -> ReferenceCache:
+    """The precomputed reference rollouts, checked against this run: every setting they
+    depend on (computed from the initial weights, so call it before any update) and enough
+    draws for the epochs the run starts."""
+    fingerprint = reference_fingerprint(config, reference, data.rows, tokenizer)
+    cache = ReferenceCache.open(
+        config.reference_cache, fingerprint, [row.problem for row in data.rows]
+    )
+    cache.require_draws(data.epochs_started)
+    return cache
 
 
 def build_optimizer(config: TrainConfig, model: Any) -> torch.optim.Optimizer:
@@ -160,6 +195,24 @@ def build_reference_sampler(
     if config.use_peft:
         return AdapterDisabledSampler(policy_sampler, policy)
     return HFSampler(reference_model, tokenizer)
+
+
+def build_reference_logprobs(
+    config: TrainConfig, policy: Any, reference_model: Any | None
+) -> Callable[[MicroBatch], torch.Tensor] | None:
+    """log π_ref of a micro-batch's completions for the KL term (beta > 0): from the frozen
+    copy, or, under LoRA, from the same model with its adapters disabled."""
+    if config.beta <= 0:
+        return None
+
+    def reference(mb: MicroBatch) -> torch.Tensor:
+        columns = mb.mask.shape[1]
+        if config.use_peft:
+            with policy.disable_adapter():
+                return completion_logprobs(policy, mb.input_ids, mb.attention, columns)
+        return completion_logprobs(reference_model, mb.input_ids, mb.attention, columns)
+
+    return reference
 
 
 def _with_lora(model: Any, config: TrainConfig) -> Any:

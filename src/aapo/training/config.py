@@ -81,6 +81,14 @@ class TrainConfig:
     max_grad_norm: float = _doc(1.0, "Gradient clipping norm (0 disables).")
     per_device_train_batch_size: int = _doc(8, "Completions per micro-batch per process.")
     gradient_accumulation_steps: int = _doc(8, "Micro-batches per optimizer step.")
+    steps_per_generation: int | None = _doc(
+        None,
+        "Micro-batches per process that one generation batch feeds (TRL's meaning); a "
+        "multiple of gradient_accumulation_steps; null = gradient_accumulation_steps.",
+    )
+    num_iterations: int = _doc(
+        1, "μ: passes over each generation batch (the ratio and its clip act from the second)."
+    )
     max_steps: int = _doc(-1, "Optimizer steps; -1 = derive from num_train_epochs.")
     num_train_epochs: float = _doc(1.0, "Passes over the dataset when max_steps is -1.")
     seed: int = _doc(42, "Seeds data order, sampling and initialisation.")
@@ -104,6 +112,15 @@ class TrainConfig:
     loss_aggregation: Aggregation | None = _doc(
         None, "Override: token_mean, sequence_mean or constant."
     )
+    dynamic_sampling: bool = _doc(
+        False, "DAPO: drop groups whose rewards all tie and draw new prompts to fill the batch."
+    )
+    min_informative_fraction: float = _doc(
+        0.0, "GPG: draw new prompts while fewer than this fraction of groups are untied."
+    )
+    max_sampling_rounds: int = _doc(
+        4, "Cap on sampling rounds per batch for those two; then tied groups fill the batch."
+    )
     mask_truncated_completions: bool = _doc(
         False, "Leave completions that hit the length cap out of the loss."
     )
@@ -117,6 +134,19 @@ class TrainConfig:
     reward_kwargs: dict = _doc({}, "Per-function parameters, e.g. {cosine: {max_length: 3584}}.")
     reward_timeout: float = _doc(
         30.0, "Seconds a reward call may take before it is skipped (counted)."
+    )
+    reference_cache: str | None = _doc(
+        None,
+        "Directory of precomputed reference rollouts (aapo reference); null = sample the "
+        "reference during each step.",
+    )
+    reference_draws: int | None = _doc(
+        None,
+        "aapo reference: draws of G completions per prompt; null = what the run's epochs/steps "
+        "need.",
+    )
+    reference_batch_size: int = _doc(
+        256, "aapo reference: sequences per generate call (no gradients, so large)."
     )
     # model adapters
     use_peft: bool = _doc(
@@ -143,14 +173,25 @@ class TrainConfig:
         ["tensorboard"], "Extra sinks beside metrics.jsonl: tensorboard, wandb."
     )
     log_completions: bool = _doc(
-        False, "Write every step's completions and rewards to completions.jsonl."
+        False, "Write each logged step's completions, rewards, advantages to completions.jsonl."
+    )
+    log_completions_max_rows: int = _doc(
+        64, "At most this many completions per logged step in completions.jsonl."
     )
     resume_from_checkpoint: str | None = _doc(
         None, "`latest` or a checkpoint path to continue from."
     )
+    resume_config_changes: bool = _doc(
+        False,
+        "Resume even though settings that change the run's course differ from the "
+        "checkpoint's (they are listed); without it such a resume is refused.",
+    )
     # held-out check
     eval_num_problems: int = _doc(
         0, "Held-out problems scored greedily before and after training; 0 = skip."
+    )
+    eval_steps: int = _doc(
+        0, "Also score them every N steps (metrics eval/accuracy[/level_L]); 0 = ends only."
     )
     eval_max_new_tokens: int | None = _doc(
         None, "Token cap for that check; null = max_completion_length."
@@ -165,7 +206,13 @@ class TrainConfig:
                 "num_generations must be >= 2: advantages compare completions within a group"
             )
         _check_choices(self)
-        self.batch_layout()  # G must divide each process's completions
+        layout = self.batch_layout()  # G must divide each process's completions
+        if self.save_steps % layout.steps_per_generation_batch:
+            raise ValueError(
+                f"save_steps = {self.save_steps} must be a multiple of the "
+                f"{layout.steps_per_generation_batch} optimizer steps one generation batch "
+                "feeds (checkpoints are taken between generation batches)"
+            )
         self._check_ranges()
         self._check_rewards()
         if self.delta_low > self.delta_high:
@@ -202,6 +249,8 @@ class TrainConfig:
                 ">= 1, or null to keep every checkpoint",
             ),
             ("eval_num_problems", self.eval_num_problems >= 0, ">= 0"),
+            ("eval_steps", self.eval_steps >= 0, ">= 0"),
+            ("min_informative_fraction", 0 <= self.min_informative_fraction <= 1, "in [0, 1]"),
             ("dataset_size", self.dataset_size >= 1, ">= 1"),
         ]
         for name, ok, allowed in checks:
@@ -230,30 +279,53 @@ class TrainConfig:
             )
 
     def batch_layout(self, num_processes: int = 1) -> BatchLayout:
-        """The one place batch sizes are derived (TRL's rule: G divides the step's
-        completions, and each process samples and scores whole groups)."""
+        """The one place batch sizes are derived (TRL's rules: G divides each process's
+        completions, so groups are sampled and scored whole on one process; a generation
+        batch feeds whole optimizer steps)."""
         per_process = self.per_device_train_batch_size * self.gradient_accumulation_steps
         if per_process % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size × gradient_accumulation_steps = {per_process} "
                 "completions per process is not a multiple of num_generations = "
-                f"{self.num_generations}, so groups would be split across micro-batch rounds"
+                f"{self.num_generations}, so groups would be split across optimizer steps"
+            )
+        accumulation = self.gradient_accumulation_steps
+        micro = self.steps_per_generation or accumulation
+        if micro < 1 or micro % accumulation:
+            raise ValueError(
+                f"steps_per_generation = {micro} must be a positive multiple of "
+                f"gradient_accumulation_steps = {accumulation}"
             )
         prompts = per_process // self.num_generations
-        return BatchLayout(prompts, prompts * num_processes, per_process * num_processes)
+        rounds = micro // accumulation  # optimizer steps per pass over a generation batch
+        return BatchLayout(
+            prompts_per_process=prompts,
+            prompts_per_step=prompts * num_processes,
+            completions_per_step=per_process * num_processes,
+            generation_prompts_per_process=prompts * rounds,
+            generation_prompts=prompts * rounds * num_processes,
+            steps_per_generation_batch=rounds * self.num_iterations,
+        )
 
     def prompts_per_step(self, num_processes: int = 1) -> int:
         """B: distinct prompts per optimizer step."""
         return self.batch_layout(num_processes).prompts_per_step
 
+    def informative_target(self) -> float:
+        """The fraction of untied groups a batch is refilled towards (0 = no refilling)."""
+        return 1.0 if self.dynamic_sampling else self.min_informative_fraction
+
 
 @dataclass(frozen=True)
 class BatchLayout:
-    """How one optimizer step's work is laid out over processes."""
+    """How one optimizer step's and one generation batch's work is laid out over processes."""
 
-    prompts_per_process: int
+    prompts_per_process: int  # per optimizer step
     prompts_per_step: int  # B
     completions_per_step: int  # B·G
+    generation_prompts_per_process: int  # sampled together, then fed to several steps
+    generation_prompts: int
+    steps_per_generation_batch: int  # optimizer steps one generation batch feeds (all passes)
 
 
 _POSITIVE_INTS = (
@@ -263,6 +335,9 @@ _POSITIVE_INTS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "logging_steps",
+    "num_iterations",
+    "max_sampling_rounds",
+    "log_completions_max_rows",
 )
 _FIELD_NAMES = frozenset(TrainConfig.__dataclass_fields__)
 

@@ -1,10 +1,12 @@
-"""The training loop around `train_step`: assembly, data order, logging, checkpoints, final save.
+"""The training loop around `train_round`: assembly, data order, logging, checkpoints, saving.
 
 `Trainer(config)` assembles the parts from the named builders in `builders.py`; samplers and
-reward functions can be passed in instead (tests inject crafted ones). `train()` runs the steps.
-The step number alone fixes the data position (`data.rows.epoch_order`), so a resumed run sees
-the same batches. An exception or Ctrl-C mid-run saves the last completed step, with the RNG
-state as it was right after that step, before it propagates, so no work is lost.
+reward functions can be passed in instead (tests inject crafted ones). `train()` runs
+generation batches until `total_steps` optimizer steps are taken. Prompts come from a seeded
+permutation per epoch (`data.rows.epoch_order`) read at a cursor that checkpoints store, so a
+resumed run sees the same batches. Checkpoints are taken between generation batches; an
+exception or Ctrl-C mid-run saves the last completed one, with the RNG state and cursor as
+they were right after it, before it propagates, so no work is lost.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from aapo.algorithms import get_advantage, get_algorithm
-from aapo.config import config_to_dict
+from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
@@ -28,9 +31,10 @@ from aapo.rollout import HFSampler, Sampler
 from aapo.training import builders
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
-from aapo.training.evaluate import held_out_accuracy
+from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
-from aapo.training.step import StepParts, train_step
+from aapo.training.scoring import RewardScorer
+from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
 PROGRESS_KEYS = {
@@ -60,22 +64,48 @@ class Trainer:
         self.accelerator = acc = Accelerator()
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
+        self.cursor = 0  # prompts drawn so far, over every process
+        self.completions: JsonlSink | None = None  # completions.jsonl, with log_completions
         self.algorithm = get_algorithm(config.algorithm)
         self.advantage_name = config.advantage_estimator or self.algorithm.advantage
         estimator = get_advantage(self.advantage_name)
         self.layout = config.batch_layout(acc.num_processes)
         scorer = builders.build_scorer(config, reward_functions)  # before any model loads
+        try:
+            self._build(config, estimator, scorer, policy_sampler, reference_sampler)
+        except BaseException:
+            scorer.close()  # its worker processes must not outlive a failed setup
+            raise
+
+    def _build(
+        self,
+        config: TrainConfig,
+        estimator: Any,
+        scorer: RewardScorer,
+        policy_sampler: Sampler | None,
+        reference_sampler: Sampler | None,
+    ) -> None:
+        acc = self.accelerator
         self.tokenizer = load_tokenizer(config.model_name_or_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
 
         model = builders.build_policy(config, acc.device)
-        self.reference_model = builders.build_reference(config, model, estimator.needs_reference)
+        cached = estimator.needs_reference and config.reference_cache is not None
+        sampled = estimator.needs_reference and not cached  # the reference sampled in-step
+        if config.reference_cache is not None and not estimator.needs_reference:
+            log.warning("reference_cache is set but %s samples no reference", self.advantage_name)
+        reference_cache = (
+            builders.open_reference_cache(config, model, self.data, self.tokenizer)
+            if cached
+            else None
+        )
+        self.reference_model = builders.build_reference(config, model, sampled)
         self.model, self.optimizer = acc.prepare(model, builders.build_optimizer(config, model))
         self.scheduler = builders.build_scheduler(config, self.optimizer, self.total_steps)
 
         policy = acc.unwrap_model(self.model)
         self.policy_sampler = policy_sampler or HFSampler(policy, self.tokenizer)
-        if estimator.needs_reference and reference_sampler is None:
+        if sampled and reference_sampler is None:
             reference_sampler = builders.build_reference_sampler(
                 config, self.policy_sampler, policy, self.reference_model, self.tokenizer
             )
@@ -85,8 +115,11 @@ class Trainer:
             advantage_name=self.advantage_name,
             model=self.model,
             policy_sampler=self.policy_sampler,
-            reference_sampler=reference_sampler if estimator.needs_reference else None,
-            reference_model=self.reference_model if config.beta > 0 else None,
+            reference_sampler=reference_sampler if sampled else None,
+            reference_cache=reference_cache,
+            reference_logprobs=builders.build_reference_logprobs(
+                config, policy, self.reference_model
+            ),
             scorer=scorer,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -103,15 +136,16 @@ class Trainer:
     def total_steps(self) -> int:
         return self.data.total_steps
 
-    def batch_rows(self, step: int) -> list[PromptRow]:
-        """This process's prompts for optimizer step `step` (0-based)."""
-        epoch, index = divmod(step, self.data.steps_per_epoch)
+    def draw_rows(self) -> list[PromptRow]:
+        """This process's share of the next generation batch's prompts; advances the data
+        cursor (prompts consumed by every process, which a checkpoint stores)."""
+        count, per_epoch = self.layout.generation_prompts, self.data.epoch_prompts(self.layout)
+        epoch, offset = divmod(self.cursor, per_epoch)
         order = epoch_order(len(self.rows), self.config.seed, epoch)
-        start = (
-            index * self.layout.prompts_per_step
-            + self.accelerator.process_index * self.layout.prompts_per_process
-        )
-        return [self.rows[i] for i in order[start : start + self.layout.prompts_per_process]]
+        share = self.layout.generation_prompts_per_process
+        start = offset + self.accelerator.process_index * share
+        self.cursor += count
+        return [replace(self.rows[i], epoch=epoch) for i in order[start : start + share]]
 
     def train(self) -> dict[str, Any]:
         cfg = self.config
@@ -119,7 +153,10 @@ class Trainer:
         sinks = self._sinks(resume_step=start_step if cfg.resume_from_checkpoint else None)
         summary: dict[str, Any] = {"skipped_prompts": self.data.skipped_prompts}
         if cfg.eval_num_problems and start_step == 0:
-            summary["held_out_accuracy_before"] = self._held_out()
+            before = self._held_out()
+            summary["held_out_accuracy_before"] = before["eval/accuracy"]
+            for sink in sinks:
+                sink.write(0, before)  # the curve's starting point
         bar = tqdm(
             total=self.total_steps,
             initial=start_step,
@@ -130,10 +167,12 @@ class Trainer:
             step, last = self._run_steps(start_step, sinks, bar)
         finally:
             bar.close()
-            for sink in sinks:
+            for sink in [*sinks, *([self.completions] if self.completions else [])]:
                 sink.close()
+            self.parts.scorer.close()  # reward workers end with the run, hung or not
         if cfg.eval_num_problems:
-            summary["held_out_accuracy_after"] = self._held_out()
+            after = last if "eval/accuracy" in last else self._held_out()
+            summary["held_out_accuracy_after"] = after["eval/accuracy"]
         summary.update(final_metrics=last, steps=step)
         self._save_final(summary)
         return summary
@@ -141,65 +180,109 @@ class Trainer:
     def _run_steps(
         self, start_step: int, sinks: list[MetricSink], bar: Any
     ) -> tuple[int, dict[str, float]]:
+        """Generation batches until total_steps optimizer steps; checkpoints between them."""
         cfg = self.config
         last: dict[str, float] = {}
-        step = start_step
-        rng = ckpt.rng_state()  # the state right after the last completed step
+        step = boundary = start_step
+        rng, cursor = ckpt.rng_state(), self.cursor  # as right after the last whole batch
         try:
             while step < self.total_steps:
-                last = train_step(self.parts, self.batch_rows(step))
-                step += 1
-                rng = ckpt.rng_state()
-                if step % cfg.logging_steps == 0 or step == self.total_steps:
-                    last["epoch"] = step / self.data.steps_per_epoch
-                    for sink in sinks:
-                        sink.write(step, last)
-                bar.update(1)
-                bar.set_postfix(
-                    {short: f"{last[k]:.3f}" for k, short in PROGRESS_KEYS.items() if k in last}
-                )
+                for output in train_round(self.parts, self.draw_rows(), self.draw_rows):
+                    step, last = step + 1, output.metrics
+                    self._log_step(step, output, sinks, bar)
+                    if step == self.total_steps:
+                        break
+                boundary, rng, cursor = step, ckpt.rng_state(), self.cursor
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < self.total_steps:
-                    self._save(step, rng)
+                    self._save(step, rng, cursor)
         except BaseException:
-            if step > start_step:  # keep the last completed step
-                log.error("training stopped at step %d; saving checkpoint-%d first", step + 1, step)
-                self._save(step, rng)
+            if boundary > start_step:  # keep the last completed generation batch
+                log.error("training stopped at step %d; saving checkpoint-%d", step + 1, boundary)
+                self._save(boundary, rng, cursor)
             raise
         return step, last
+
+    def _log_step(self, step: int, output: StepOutput, sinks: list[MetricSink], bar: Any) -> None:
+        metrics = output.metrics
+        if self._eval_due(step):
+            metrics.update(self._held_out())
+        if step % self.config.logging_steps == 0 or step == self.total_steps:
+            metrics["epoch"] = step / self.data.steps_per_epoch
+            for sink in sinks:
+                sink.write(step, metrics)
+            if output.completions is not None and self.completions is not None:
+                for row in output.completions:
+                    self.completions.write(step, row)
+        bar.update(1)
+        bar.set_postfix(
+            {short: f"{metrics[k]:.3f}" for k, short in PROGRESS_KEYS.items() if k in metrics}
+        )
 
     def _resume(self) -> int:
         acc = self.accelerator
         path = ckpt.resolve_resume(self.output_dir, self.config.resume_from_checkpoint)
+        self._check_resumed_config(path)
         state = ckpt.load_checkpoint(
             path, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc
         )
         log.info("resumed from %s at step %d", path, state["step"])
+        self.cursor = state["data_cursor"]
         return state["step"]
 
-    def _held_out(self) -> float:
+    def _check_resumed_config(self, path: Path) -> None:
+        """Settings that change the run's course must match the checkpoint's."""
+        saved = ckpt.read_trainer_state(path).get("config")
+        if saved is None:
+            raise ConfigError(f"--resume: {path} records no config; it predates this version")
+        changed = ckpt.trajectory_config_differences(saved, config_to_dict(self.config))
+        if not changed:
+            return
+        listed = "; ".join(changed)
+        if not self.config.resume_config_changes:
+            raise ConfigError(
+                f"--resume: {path} was written with other settings ({listed}); resume with "
+                "the same settings, or pass --resume_config_changes true to continue anyway"
+            )
+        log.warning("resuming %s with changed settings: %s", path, listed)
+
+    def _eval_due(self, step: int) -> bool:
+        every = self.config.eval_steps
+        return bool(self.config.eval_num_problems and every and step % every == 0)
+
+    def _held_out(self) -> dict[str, float]:
         cfg = self.config
         if cfg.dataset_name != "synthetic":
             log.warning(
                 "eval_num_problems is set but the held-out check only knows the synthetic task"
             )
-            return float("nan")
+            return {"eval/accuracy": float("nan")}
         rows = load_problems("synthetic", "test", cfg.seed)[: cfg.eval_num_problems]
         rows, _ = prepare_rows(
             rows, self.tokenizer, cfg.system_prompt, cfg.prompt_template, cfg.max_prompt_length
         )
-        accuracy = held_out_accuracy(
+        metrics = held_out_metrics(
             self.policy_sampler, rows, cfg.eval_max_new_tokens or cfg.max_completion_length
         )
         if self.accelerator.is_main_process:
+            accuracy = metrics["eval/accuracy"]
             log.info("held-out accuracy (greedy, %d problems): %.3f", len(rows), accuracy)
-        return accuracy
+        return metrics
 
-    def _save(self, step: int, rng: dict[str, Any]) -> None:
+    def _save(self, step: int, rng: dict[str, Any], cursor: int) -> None:
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
-        ckpt.save_checkpoint(self.output_dir, step, model, self.optimizer, self.scheduler, rng, acc)
+        path = ckpt.save_checkpoint(
+            self.output_dir,
+            step,
+            model,
+            self.optimizer,
+            self.scheduler,
+            rng,
+            acc,
+            extra={"data_cursor": cursor, "config": config_to_dict(self.config)},
+        )
         if acc.is_main_process:
-            ckpt.rotate(self.output_dir, self.config.save_total_limit)
+            ckpt.rotate(self.output_dir, self.config.save_total_limit, newest=path)
 
     def _save_final(self, summary: dict[str, Any]) -> None:
         acc = self.accelerator
@@ -217,10 +300,13 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return []
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(
-            yaml.safe_dump(config_to_dict(self.config), sort_keys=False), encoding="utf-8"
-        )
+        if resume_step is None:  # a resumed run keeps the config it was started with
+            (self.output_dir / "config.yaml").write_text(
+                yaml.safe_dump(config_to_dict(self.config), sort_keys=False), encoding="utf-8"
+            )
         sinks: list[MetricSink] = [JsonlSink(self.output_dir / "metrics.jsonl", resume_step)]
+        if self.config.log_completions:  # one line per completion, same resume rule
+            self.completions = JsonlSink(self.output_dir / "completions.jsonl", resume_step)
         if "tensorboard" in self.config.report_to:
             sinks.append(TensorBoardSink(self.output_dir / "tensorboard"))
         if "wandb" in self.config.report_to:
