@@ -1,0 +1,84 @@
+"""Run by torchrun in `test_fsdp.py`: one training step of the real trainer on the crafted batch
+of `grad_worker.py`, saving (process 0) the step's full gradient, its reported norm and how the
+parameters were sharded. With `ACCELERATE_USE_FSDP` unset it is the plain 1-process reference.
+
+accelerate (1.15) turns FSDP on only for accelerator backends: on CPU (`ACCELERATE_USE_CPU`,
+gloo) it drops the FSDP plugin and wraps the model in DDP, silently. `lift_cpu_gate` sets
+accelerate's shared state as it would on GPUs, before the trainer makes its `Accelerator`, so
+all that follows (`prepare`, `no_sync`, `backward`, `clip_grad_norm_`) is accelerate's FSDP2
+path; torch's `fully_shard` itself runs on CPU with gloo.
+"""
+
+import os
+import sys
+
+import torch
+from grad_worker import Crafted
+from torch.distributed.fsdp import FSDPModule
+
+from aapo.models import load_tokenizer
+from aapo.training.config import TrainConfig
+from aapo.training.step import train_round
+from aapo.training.trainer import Trainer
+
+
+def lift_cpu_gate() -> None:
+    """Let accelerate's FSDP plugin (from the FSDP_* variables) act on a CPU/gloo run."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = Accelerator().state
+    if state.distributed_type == DistributedType.FSDP:
+        return  # a later accelerate that shards on CPU by itself
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        raise RuntimeError(f"expected a CPU run, got {state.distributed_type}")
+    for shared in (PartialState(), AcceleratorState()):
+        shared.distributed_type = DistributedType.FSDP
+    AcceleratorState().fsdp_plugin = FullyShardedDataParallelPlugin()
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a DTensor shard is gathered (a collective: every process calls it)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def main(out_path: str, per_device: int, accumulation: int, max_grad_norm: float) -> None:
+    lift_cpu_gate()
+    config = TrainConfig(
+        num_generations=4,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        max_grad_norm=max_grad_norm,
+        max_steps=1,
+        dataset_size=64,
+        reward_funcs=["rewards_for_tests:boxed_one"],
+        report_to=[],
+        output_dir=out_path + ".run",
+        scale_rewards="batch",
+    )
+    sampler = Crafted(load_tokenizer(config.model_name_or_path))
+    trainer = Trainer(config, policy_sampler=sampler, reference_sampler=sampler)
+    trainer.parts.optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradient
+    output = next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    named = list(model.named_parameters())
+    grads = {name: full(p.grad).clone() for name, p in named}
+    result = {
+        "grads": grads,
+        "grad_norm": output.metrics["grad_norm"],
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "local_numel": {name: getattr(p, "_local_tensor", p).numel() for name, p in named},
+        "full_numel": {name: g.numel() for name, g in grads.items()},
+        "fsdp_units": sum(isinstance(m, FSDPModule) for m in model.modules()),
+    }
+    if trainer.accelerator.is_main_process:
+        torch.save(result, out_path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))

@@ -1,0 +1,109 @@
+"""FSDP2 through accelerate on 2 CPU processes (gloo, via torchrun) gives the 1-process gradient,
+with the shipped `recipes/accelerate/fsdp.yaml` turned into launch settings by accelerate's own
+launcher code; and every shipped accelerate config is one accelerate reads, with no key it
+would ignore. The DeepSpeed configs are only parsed: DeepSpeed needs a GPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import aapo
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = Path(aapo.__file__).parent / "recipes" / "accelerate"
+
+
+def _fsdp_env() -> dict[str, str]:
+    """What `accelerate launch --config_file fsdp.yaml` exports, mixed precision off (CPU)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    argv = ["--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "2"]
+    args = launch_command_parser().parse_args([*argv, "--mixed_precision", "no", "worker.py"])
+    env = prepare_multi_gpu_env(_validate_launch_command(args)[0])
+    return {k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_"))}
+
+
+def _run(tmp_path, name, processes, per_device, accumulation, max_grad_norm, fsdp):
+    out = tmp_path / f"{name}.pt"
+    env = {
+        **os.environ,
+        **(_fsdp_env() if fsdp else {}),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",  # what `accelerate launch --cpu` sets
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(HERE / "fsdp_worker.py"),
+        str(out),
+        str(per_device),
+        str(accumulation),
+        str(max_grad_norm),
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(out)
+
+
+def test_fsdp_on_two_processes_gives_the_one_process_gradient(tmp_path):
+    one = _run(tmp_path, "one", 1, 16, 1, 0.0, fsdp=False)  # 4 prompts × G=4, no clipping
+    two = _run(tmp_path, "two", 2, 8, 1, 0.0, fsdp=True)  # 2 prompts per process
+    # 2 micro-batches per process (FSDP2's no-sync accumulation) and clipping to norm 1
+    split = _run(tmp_path, "split", 2, 4, 2, 1.0, fsdp=True)
+    assert one["distributed_type"] != "DistributedType.FSDP"
+    for run in (two, split):  # really sharded: one FSDP unit per decoder layer, half each
+        assert run["distributed_type"] == "DistributedType.FSDP"
+        assert run["fsdp_units"] >= 5  # 4 decoder layers + the root
+        assert sum(run["local_numel"].values()) < 0.6 * sum(run["full_numel"].values())
+    norm = one["grad_norm"]
+    assert norm > 1.0  # so clipping to 1 acts
+    assert two["grad_norm"] == pytest.approx(norm, rel=1e-4)
+    assert split["grad_norm"] == pytest.approx(norm, rel=1e-4)  # the norm before clipping
+    clip = 1.0 / (norm + 1e-6)  # torch's clip coefficient
+    for name, grad in one["grads"].items():
+        torch.testing.assert_close(two["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+        # other micro-batch shapes sum in another order: ~1e-6 apart before clipping
+        torch.testing.assert_close(
+            split["grads"][name], grad * clip, rtol=1e-4, atol=1e-7, msg=name
+        )
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_shipped_accelerate_configs_are_read_by_accelerate(name):
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    path = CONFIGS / f"{name}.yaml"
+    config = ClusterConfig.from_yaml_file(path)  # unknown top-level keys raise
+    launch_options = vars(launch_command_parser().parse_args(["x.py"]))
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for section in ("fsdp_config", "deepspeed_config"):
+        # accelerate copies these onto its launch arguments and ignores a misspelt one
+        unknown = sorted(set(raw.get(section, {})) - set(launch_options))
+        assert not unknown, f"{path}: {section} keys accelerate does not know: {unknown}"
+    expected = {
+        "ddp": "MULTI_GPU",
+        "fsdp": "FSDP",
+        "deepspeed_zero2": "DEEPSPEED",
+        "deepspeed_zero3": "DEEPSPEED",
+    }
+    assert str(config.distributed_type).split(".")[-1] == expected[name]
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_cpu_ram_efficient_loading"] is False
+    if name.startswith("deepspeed"):
+        ds = config.deepspeed_config
+        assert ds["zero_stage"] == int(name[-1])
+        assert config.mixed_precision == "bf16"
+        assert ds["gradient_accumulation_steps"] >= 1
+        assert "GPU" in path.read_text(encoding="utf-8").split("\n\n")[0]  # the warning header
