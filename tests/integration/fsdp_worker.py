@@ -1,6 +1,8 @@
 """Run by torchrun in `test_fsdp.py`: one training step of the real trainer on the crafted batch
 of `grad_worker.py`, saving (process 0) the step's full gradient, its reported norm and how the
 parameters were sharded. With `ACCELERATE_USE_FSDP` unset it is the plain 1-process reference.
+`sample OUT`: the trainer's own sampler on the FSDP model, process 0's completions ending at
+once and process 1's never, saving every process's completion lengths.
 
 accelerate (1.15) turns FSDP on only for accelerator backends: on CPU (`ACCELERATE_USE_CPU`,
 gloo) it drops the FSDP plugin and wraps the model in DDP, silently. `lift_cpu_gate` sets
@@ -80,5 +82,31 @@ def main(out_path: str, per_device: int, accumulation: int, max_grad_norm: float
         torch.save(result, out_path)
 
 
+def sample(out_path: str) -> None:
+    """Every forward of a sharded model is a collective, so a process whose completions all end
+    must keep stepping until the others' do (transformers' synced generation), or both hang."""
+    from accelerate.utils import gather_object
+
+    from aapo.rollout import SamplingParams
+
+    lift_cpu_gate()
+    config = TrainConfig(
+        num_generations=2, max_completion_length=24, dataset_size=64, report_to=[],
+        output_dir=out_path + ".run",
+    )  # fmt: skip
+    trainer = Trainer(config)
+    sampler = trainer.policy_sampler
+    early = trainer.accelerator.process_index == 0
+    sampler.eos_ids = list(range(len(trainer.tokenizer))) if early else [-1]  # all or none
+    rows = trainer.draw_rows()[:2]
+    groups = sampler.generate([row.prompt_ids for row in rows], SamplingParams(2, 1.0, 1.0, 24))
+    lengths = gather_object([[len(s.completion_ids) for g in groups for s in g]])
+    if trainer.accelerator.is_main_process:
+        torch.save(lengths, out_path)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    if sys.argv[1] == "sample":
+        sample(sys.argv[2])
+    else:
+        main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))

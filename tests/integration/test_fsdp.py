@@ -1,7 +1,12 @@
 """FSDP2 through accelerate on 2 CPU processes (gloo, via torchrun) gives the 1-process gradient,
 with the shipped `recipes/accelerate/fsdp.yaml` turned into launch settings by accelerate's own
-launcher code; and every shipped accelerate config is one accelerate reads, with no key it
-would ignore. The DeepSpeed configs are only parsed: DeepSpeed needs a GPU."""
+launcher code; sampling the sharded policy keeps the processes in step when their completions
+end at different lengths; and every shipped accelerate config is one accelerate reads, with no
+key it would ignore. The DeepSpeed configs are only parsed: DeepSpeed needs a GPU.
+
+Left out: checkpoints and the final save under FSDP (they need the weights gathered on every
+process; see the #15 report), DeepSpeed runs, FSDP1 (accelerate passes FSDP1 a `cpu:0` device
+id that torch refuses on CPU)."""
 
 import os
 import subprocess
@@ -29,8 +34,7 @@ def _fsdp_env() -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_"))}
 
 
-def _run(tmp_path, name, processes, per_device, accumulation, max_grad_norm, fsdp):
-    out = tmp_path / f"{name}.pt"
+def _launch(processes, args, fsdp, timeout=600):
     env = {
         **os.environ,
         **(_fsdp_env() if fsdp else {}),
@@ -45,13 +49,15 @@ def _run(tmp_path, name, processes, per_device, accumulation, max_grad_norm, fsd
         "--standalone",
         f"--nproc_per_node={processes}",
         str(HERE / "fsdp_worker.py"),
-        str(out),
-        str(per_device),
-        str(accumulation),
-        str(max_grad_norm),
+        *map(str, args),
     ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _run(tmp_path, name, processes, per_device, accumulation, max_grad_norm, fsdp):
+    out = tmp_path / f"{name}.pt"
+    _launch(processes, [out, per_device, accumulation, max_grad_norm], fsdp)
     return torch.load(out)
 
 
@@ -76,6 +82,14 @@ def test_fsdp_on_two_processes_gives_the_one_process_gradient(tmp_path):
         torch.testing.assert_close(
             split["grads"][name], grad * clip, rtol=1e-4, atol=1e-7, msg=name
         )
+
+
+def test_sampling_a_sharded_policy_keeps_the_processes_in_step(tmp_path):
+    out = tmp_path / "lengths.pt"
+    _launch(2, ["sample", out], fsdp=True, timeout=180)  # out of step: both wait forever
+    early, late = torch.load(out)
+    assert early == [0] * 4  # every token ends process 0's completions at once
+    assert late == [24] * 4  # process 1's run to the cap, each token a collective forward
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
