@@ -120,4 +120,4 @@ def test_shipped_accelerate_configs_are_read_by_accelerate(name):
         assert ds["zero_stage"] == int(name[-1])
         assert config.mixed_precision == "bf16"
         assert ds["gradient_accumulation_steps"] >= 1
-        assert "GPU" in path.read_text(encoding="utf-8").split("\n\n")[0]  # the warning header
+        assert "# RUN ONLY WHERE A GPU IS AVAILABLE; NOT TESTED HERE" in path.read_text()
