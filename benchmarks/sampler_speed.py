@@ -8,7 +8,7 @@ different lengths. `--model smollm2-135m` runs SmolLM2-135M-Instruct from the `l
 package's GGUF file (dequantised to float32 by transformers; needs `gguf`).
 
     OMP_NUM_THREADS=1 python benchmarks/sampler_speed.py [--model bundled|smollm2-135m]
-        [--prompts 8] [--group 8] [--new-tokens 64] [--reps 5] [--compact-fraction 0.0]
+        [--prompts 8] [--group 8] [--new-tokens 64] [--reps 5] [--compact-fractions 0,0.25,1]
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import torch
 
 from aapo.data.datasets import load_problems
 from aapo.models import load_model, load_tokenizer
-from aapo.rollout import group_sampler
-from aapo.rollout.group_sampler import GroupSampler
+from aapo.rollout.group_sampler import COMPACT_FRACTION, GroupSampler
 from aapo.rollout.sampler import HFSampler, Sampler, SamplingParams
 from aapo.training.config import TrainConfig
 from aapo.training.trainer import prepare_rows
@@ -68,9 +67,12 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="completions per prompt (G)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=5, help="interleaved timed repetitions")
-    parser.add_argument("--compact-fraction", type=float, default=group_sampler.COMPACT_FRACTION)
+    parser.add_argument(
+        "--compact-fractions",
+        default=str(COMPACT_FRACTION),
+        help="comma-separated GroupSampler compact_fraction values, each timed as a variant",
+    )
     args = parser.parse_args()
-    group_sampler.COMPACT_FRACTION = args.compact_fraction
 
     torch.manual_seed(0)
     model, tokenizer = load(args.model)
@@ -78,31 +80,30 @@ def main() -> None:
     rows, _ = prepare_rows(rows, tokenizer, TrainConfig())
     prompts = [row["_prompt_ids"] for row in rows[: args.prompts]]
     params = SamplingParams(n=args.group, temperature=1.0, max_new_tokens=args.new_tokens)
-    samplers = {"hf_generate": HFSampler(model, tokenizer), "group": GroupSampler(model, tokenizer)}
+    samplers: dict[str, Sampler] = {"hf_generate": HFSampler(model, tokenizer)}
+    for fraction in map(float, args.compact_fractions.split(",")):
+        samplers[f"group@{fraction:g}"] = GroupSampler(model, tokenizer, compact_fraction=fraction)
     for sampler in samplers.values():
         timed(sampler, prompts, params)  # warm-up: allocator, kernels
     runs: dict[str, list[tuple[float, int]]] = {name: [] for name in samplers}
     for _ in range(args.reps):
         for name, sampler in samplers.items():
             runs[name].append(timed(sampler, prompts, params))
-    result = {
-        "model": args.model,
-        "prompts": args.prompts,
-        "group": args.group,
-        "new_tokens": args.new_tokens,
-        "reps": args.reps,
-        "compact_fraction": args.compact_fraction,
-    }
+    result: dict[str, Any] = {"model": args.model, "prompts": args.prompts, "group": args.group}
+    result.update(new_tokens=args.new_tokens, reps=args.reps, threads=torch.get_num_threads())
+    rates = {name: [t / s for s, t in measured] for name, measured in runs.items()}
     for name, measured in runs.items():
-        result[f"{name}_seconds"] = statistics.median(s for s, _ in measured)
-        result[f"{name}_tokens_per_second"] = statistics.median(t / s for s, t in measured)
-        print(
-            f"{name:12s} median {result[f'{name}_seconds']:.3f} s/call, "
-            f"{result[f'{name}_tokens_per_second']:.0f} tokens/s"
+        seconds = statistics.median(s for s, _ in measured)
+        result[name] = {"seconds": seconds, "tokens_per_second": statistics.median(rates[name])}
+        if name != "hf_generate":  # paired per repetition, so drifting machine load cancels
+            paired = [ours / hf for ours, hf in zip(rates[name], rates["hf_generate"], strict=True)]
+            result[name]["ratio"] = statistics.median(paired)
+        line = (
+            f"{name:12s} median {seconds:.3f} s/call, {result[name]['tokens_per_second']:.0f} tok/s"
         )
-    ratio = result["group_tokens_per_second"] / result["hf_generate_tokens_per_second"]
-    result["tokens_per_second_ratio"] = ratio
-    print(f"GroupSampler / generate tokens/s: {ratio:.2f}x")
+        if "ratio" in result[name]:
+            line += f", {result[name]['ratio']:.2f}x generate (median of paired ratios)"
+        print(line)
     print(json.dumps(result))
 
 

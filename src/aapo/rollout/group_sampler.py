@@ -28,30 +28,41 @@ import torch
 from aapo.rollout.sampler import Sample, SamplingParams, _eos_ids
 
 COMPACT_FRACTION = 0.0
-"""Rows that finished leave the decode batch once they exceed this fraction of it (0: at once).
-Measured on the bundled model (benchmarks/sampler_speed.py): compacting at once is fastest, as
-a row-selection of the cache costs about one decode step's cache growth."""
+"""Finished rows leave the decode batch once they are more than this fraction of it (0: at
+once, 1: never). Compacting at once measured fastest (benchmarks/sampler_speed.py): selecting
+the cache's rows costs about what one decode step's cache growth costs."""
 
 
 class GroupSampler:
     """One prefill per prompt, a KV cache shared by its n completions, finished rows dropped.
 
-    `max_batch_size` bounds the decode batch (prompts × n rows per chunk). Implements the
-    `Sampler` protocol; `HFSampler` stays the reference it is tested against."""
+    `max_batch_size` bounds the decode batch (prompts × n rows per chunk; a larger group is
+    split); `compact_fraction` is when finished rows are dropped (see `COMPACT_FRACTION`).
+    Implements the `Sampler` protocol; `HFSampler` stays the reference it is tested against."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int = 256,
+        *,
+        compact_fraction: float = COMPACT_FRACTION,
+    ) -> None:
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token; set one")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if not 0 <= compact_fraction <= 1:
+            raise ValueError(f"compact_fraction must be in [0, 1], got {compact_fraction}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.compact_fraction = compact_fraction
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id
         self.eos_ids = _eos_ids(model, tokenizer)
-        self._cache_kwarg = _cache_kwarg(model)
+        self._forward_kwargs = _forward_kwargs(model)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
@@ -110,12 +121,12 @@ class GroupSampler:
             next_tokens = _next_tokens(logits, params.temperature, params.top_p)  # [A]
             tokens[rows, step] = next_tokens
             stopped = torch.isin(next_tokens, eos) & ~done
-            lengths[rows[stopped]] = step + 1  # the EOS stays in the completion
+            lengths[rows] = torch.where(stopped, step + 1, lengths[rows])  # EOS is kept
             done |= stopped
             finished = int(done.sum())  # the loop's one host sync per token
             if step == new - 1 or finished == len(rows):
                 break
-            if finished > COMPACT_FRACTION * len(rows):
+            if finished > self.compact_fraction * len(rows):
                 keep = (~done).nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
                 rows, mask, next_pos = rows[keep], mask[keep], next_pos[keep]
@@ -135,7 +146,8 @@ class GroupSampler:
             attention_mask=mask,
             position_ids=positions,
             use_cache=True,
-            **{self._cache_kwarg: cache},
+            **{self._forward_kwargs["cache"]: cache},
+            **self._forward_kwargs["extra"],
         )
         return out.logits[:, -1].float()
 
@@ -177,8 +189,12 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def _cache_kwarg(model: Any) -> str:
-    """The forward's name for the KV cache: `cache` from transformers 5.x, `past_key_values`
-    before (a PEFT wrapper forwards it to the base model's forward, which we inspect)."""
+def _forward_kwargs(model: Any) -> dict[str, Any]:
+    """How to call this model's forward: the cache's keyword (`cache` from transformers 5.x,
+    `past_key_values` before) and `logits_to_keep=1` where supported, so the prefill computes
+    vocabulary logits at the last position only (a PEFT wrapper passes both to its base model,
+    whose signature we read)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    names = inspect.signature(base.forward).parameters
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in names else {}
+    return {"cache": "cache" if "cache" in names else "past_key_values", "extra": extra}
