@@ -1,4 +1,4 @@
-"""The reference cache (SPEC §10): what it stores equals the step's own sampling and scoring,
+"""The reference cache: what it stores equals the step's own sampling and scoring,
 it refuses a run that differs (naming the field), resumes after an interruption to the same
 bytes, splits over processes without a gap or a double, and detects corruption."""
 
