@@ -28,7 +28,7 @@ from aapo.models import load_model, load_tokenizer
 from aapo.rollout.group_sampler import COMPACT_FRACTION, GroupSampler
 from aapo.rollout.sampler import HFSampler, Sampler, SamplingParams
 from aapo.training.config import TrainConfig
-from aapo.training.trainer import prepare_rows
+from aapo.data.rows import prepare_rows
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,8 +77,10 @@ def main() -> None:
     torch.manual_seed(0)
     model, tokenizer = load(args.model)
     rows = load_problems("synthetic", "train", 42, max(200, args.prompts))
-    rows, _ = prepare_rows(rows, tokenizer, TrainConfig())
-    prompts = [row["_prompt_ids"] for row in rows[: args.prompts]]
+    config = TrainConfig()
+    rendering = (config.system_prompt, config.prompt_template, config.max_prompt_length)
+    rows, _ = prepare_rows(rows, tokenizer, *rendering)
+    prompts = [row.prompt_ids for row in rows[: args.prompts]]
     params = SamplingParams(n=args.group, temperature=1.0, max_new_tokens=args.new_tokens)
     samplers: dict[str, Sampler] = {"hf_generate": HFSampler(model, tokenizer)}
     for fraction in map(float, args.compact_fractions.split(",")):
