@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 from aapo.data.datasets import load_problems
+from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rollout.group_sampler import COMPACT_FRACTION, GroupSampler
 from aapo.rollout.sampler import HFSampler, Sampler, SamplingParams
 from aapo.training.config import TrainConfig
-from aapo.data.rows import prepare_rows
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
