@@ -2,9 +2,10 @@
 
 Every command's options live in one dataclass whose fields carry their documentation
 (`field(metadata={"help": ...})`). `load_config` reads a YAML file (a shipped recipe name or a
-path), applies command-line overrides, rejects unknown keys by name (with the nearest known
-key), and checks each value against the field's type. Derived values are computed by the
-dataclass itself (`__post_init__`), in one place.
+path), applies command-line overrides, rejects unknown keys by name and by where they came
+from (with the nearest known key), and checks each value against the field's type. A
+command-line value is read by its field's type: text for a string option, YAML otherwise.
+Derived values are computed by the dataclass itself (`__post_init__`), in one place.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def read_yaml(path_or_recipe: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`--key value`, `--key=value` or `key=value` → {key: YAML-parsed value}."""
-    out: dict[str, Any] = {}
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """`--key value`, `--key=value` or `key=value` → {key: raw text}; `build_config` reads
+    each text by its field's type, so a string option stays exactly as typed."""
+    out: dict[str, str] = {}
     i = 0
     while i < len(args):
         arg = args[i]
@@ -77,12 +79,28 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             key, raw = arg.split("=", 1)
         else:
             raise ConfigError(f"cannot read argument {arg!r}: use --key value or key=value")
-        out[key.replace("-", "_")] = _parse_scalar(raw)
+        out[key.replace("-", "_")] = raw
         i += 1
     return out
 
 
-def _parse_scalar(raw: str) -> Any:
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def parse_text(raw: str, hint: Any) -> Any:
+    """A command-line value by its field's type: kept as text where the field takes a string
+    (`{problem}`, `Note: answer in boxed`), YAML otherwise (`1e-3`, `[format, accuracy]`,
+    `true`); `null` is None where the field allows None."""
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if optional and raw in _NULLS:
+        return None
+    options = [a for a in args if a is not type(None)] if optional else [hint]
+    if any(o is str for o in options):
+        return raw
+    literals = [v for o in options if typing.get_origin(o) is typing.Literal for v in o.__args__]
+    if raw in literals:
+        return raw
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -92,24 +110,31 @@ def _parse_scalar(raw: str) -> Any:
 def load_config(
     cls: type[T], config: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Build `cls` from an optional YAML file plus overrides; later values win."""
-    values: dict[str, Any] = {}
-    if config is not None:
-        values.update(read_yaml(config))
-    values.update(parse_overrides(overrides or []))
-    return build_config(cls, values, source=str(config) if config else "command line")
+    """Build `cls` from an optional YAML file plus command-line overrides; overrides win."""
+    values = read_yaml(config) if config is not None else {}
+    source = str(config) if config is not None else "config"
+    return build_config(cls, values, source=source, overrides=parse_overrides(overrides or []))
 
 
-def build_config(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
-    """Validate keys and types of `values` against the dataclass `cls`, then construct it."""
+def build_config(
+    cls: type[T],
+    values: dict[str, Any],
+    source: str = "config",
+    overrides: dict[str, str] | None = None,
+) -> T:
+    """Validate keys and types of `values` (from `source`) and of the raw command-line
+    `overrides` (read by `parse_text`) against the dataclass `cls`, then construct it."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for key, value in values.items():
+    given = [(k, v, f"in {source}", False) for k, v in values.items()]
+    given += [(k, v, "on the command line", True) for k, v in (overrides or {}).items()]
+    for key, value, where, raw in given:
         if key not in fields:
             near = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+            raise ConfigError(f"unknown config key {key!r} {where}{hint}")
+        value = parse_text(value, hints[key]) if raw else value
         kwargs[key] = _coerce(key, value, hints[key])
     try:
         return cls(**kwargs)
@@ -133,7 +158,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"config key {key!r} must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

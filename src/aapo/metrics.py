@@ -9,9 +9,12 @@ step into policy generation, reference generation, rewards and the update.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class MetricSink(Protocol):
@@ -21,16 +24,17 @@ class MetricSink(Protocol):
 
 class JsonlSink:
     """One JSON object per logged step. On resume, lines after the resumed step are dropped,
-    so a resumed run's file reads like an uninterrupted one."""
+    so a resumed run's file reads like an uninterrupted one; so is a last line cut short by
+    a kill (with a warning)."""
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and path.exists():
             kept = [
-                line
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+                json.dumps(record)
+                for record in read_metrics(path)
+                if record.get("step", 0) <= resume_step
             ]
             path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         elif resume_step is None:
@@ -87,6 +91,21 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    """The records of a metrics file. An unreadable last line is what a kill mid-write leaves:
+    it is dropped with a warning. An unreadable line before it is an error naming it."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    records = []
+    for i, (lineno, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            if i == len(numbered) - 1:
+                log.warning("%s:%d: dropping an incomplete last line (interrupted write)",
+                            path, lineno)  # fmt: skip
+                break
+            raise ValueError(f"{path}:{lineno}: not a metrics record ({err})") from err
+        records.append(record)
+    return records

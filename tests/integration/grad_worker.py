@@ -5,9 +5,10 @@ import sys
 
 import torch
 
+from aapo.models import load_tokenizer
 from aapo.rollout import Sample
 from aapo.training.config import TrainConfig
-from aapo.training.step import train_step
+from aapo.training.step import train_round
 from aapo.training.trainer import Trainer
 
 
@@ -38,11 +39,10 @@ def main(out_path: str, per_device: int, accumulation: int) -> None:
         output_dir=out_path + ".run",
         scale_rewards="batch",
     )
-    trainer = Trainer(config)
-    sampler = Crafted(trainer.tokenizer)
-    trainer.parts.policy_sampler = trainer.parts.reference_sampler = sampler
+    sampler = Crafted(load_tokenizer(config.model_name_or_path))
+    trainer = Trainer(config, policy_sampler=sampler, reference_sampler=sampler)
     trainer.parts.optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradient
-    train_step(trainer.parts, trainer.batch_rows(0))
+    next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows))
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
         torch.save({n: p.grad.clone() for n, p in model.named_parameters()}, out_path)

@@ -4,11 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from aapo.models import load_tokenizer
 from aapo.training.config import TrainConfig
 from aapo.training.trainer import Trainer
 
@@ -55,7 +57,7 @@ def _advantage_weighted_logp(trainer, sampler):
     """Σ_i sign(A_i) Σ_t log π(o_i,t): rises when the step favours the rewarded completions."""
     from aapo.training.logprobs import completion_logprobs, pack
 
-    prompt = trainer.rows[0]["_prompt_ids"]
+    prompt = trainer.rows[0].prompt_ids
     ids, attention, mask = pack([prompt, prompt], sampler.ids, trainer.parts.pad_id)
     with torch.no_grad():
         logps = completion_logprobs(trainer.model, ids, attention, mask.shape[1]) * mask
@@ -71,11 +73,8 @@ def test_every_algorithm_moves_towards_rewarded_completions(tmp_path, algorithm)
         learning_rate=1e-4,
         reward_funcs=["rewards_for_tests:boxed_one"],
     )
-    trainer = Trainer(config)
-    sampler = CraftedSampler(trainer.tokenizer, config.num_generations)
-    trainer.parts.policy_sampler = sampler
-    if trainer.parts.reference_sampler is not None:
-        trainer.parts.reference_sampler = sampler
+    sampler = CraftedSampler(load_tokenizer(config.model_name_or_path), config.num_generations)
+    trainer = Trainer(config, policy_sampler=sampler, reference_sampler=sampler)
     before_params = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     before = _advantage_weighted_logp(trainer, sampler)
     summary = trainer.train()
@@ -206,3 +205,102 @@ def test_cli_unknown_key_exits_with_its_name():
         "unknown config key 'num_generatoins'" in result.stderr
         and "num_generations" in result.stderr
     )
+
+
+def test_periodic_held_out_evaluation_is_logged(tmp_path):
+    config = _config(tmp_path, max_steps=2, eval_num_problems=6, eval_steps=1, algorithm="grpo")
+    summary = Trainer(config).train()
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [m["step"] for m in metrics] == [0, 1, 2]  # before training, then every step
+    for line in metrics:
+        assert 0.0 <= line["eval/accuracy"] <= 1.0
+        levels = [k for k in line if k.startswith("eval/accuracy/level_")]
+        assert levels, line  # the synthetic test split has levels
+    assert summary["held_out_accuracy_before"] == metrics[0]["eval/accuracy"]
+    assert summary["held_out_accuracy_after"] == metrics[-1]["eval/accuracy"]
+
+
+def _metrics_without_times(run):
+    return _strip_times(run / "metrics.jsonl")
+
+
+def test_interrupt_during_a_save_then_resume_reproduces_the_run(tmp_path, monkeypatch):
+    """Ctrl-C inside the periodic save of step 2: the emergency checkpoint holds the state
+    right after step 2, and the resumed run writes the uninterrupted run's metrics and weights."""
+    from safetensors.torch import load_file
+
+    from aapo.training import checkpoint
+
+    settings = dict(max_steps=4, save_steps=2, reward_funcs=["format", "accuracy"])
+    Trainer(_config(tmp_path / "whole", **settings)).train()
+
+    real_save_file, calls = checkpoint.save_file, {"n": 0}
+
+    def interrupted_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first write of the step-2 checkpoint
+            raise KeyboardInterrupt
+        return real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_config(tmp_path / "cut", **settings)).train()
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    cut = tmp_path / "cut" / "run"
+    assert (cut / "checkpoint-2" / "trainer_state.json").exists()
+    assert not list(cut.glob("*.tmp"))
+    Trainer(_config(tmp_path / "cut", **settings, resume_from_checkpoint="latest")).train()
+
+    whole = tmp_path / "whole" / "run"
+    assert _metrics_without_times(cut) == _metrics_without_times(whole)
+    expected, got = load_file(whole / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_resume_with_changed_settings_is_refused_by_name(tmp_path):
+    from aapo.config import ConfigError
+
+    settings = dict(max_steps=2, save_steps=1)
+    Trainer(_config(tmp_path, **settings)).train()
+    changed = _config(tmp_path, **settings, learning_rate=5e-4, resume_from_checkpoint="latest")
+    with pytest.raises(ConfigError, match=r"learning_rate: 0.001 → 0.0005"):
+        Trainer(changed).train()
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "learning_rate: 0.001" in saved  # never silently rewritten
+    allowed = replace(changed, resume_config_changes=True, max_steps=2)
+    Trainer(allowed).train()  # an explicit override resumes, with a warning
+    assert "learning_rate: 0.001" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("reward", "message"),
+    [("[acuracy]", "unknown reward 'acuracy'"), ("[no_such_module:f]", "no_such_module")],
+)
+def test_bad_reward_exits_before_the_model_loads(reward, message):
+    result = _run_cli(["--reward_funcs", reward, "--reward_weights", "null"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_conversational_dataset_trains_with_trl_reward_conventions(tmp_path):
+    seen = {}
+
+    def record(prompts, completions, **kwargs):
+        seen.update(prompt=prompts[0], completion=completions[0])
+        return [1.0 if "\\boxed{1}" in c[0]["content"] else 0.0 for c in completions]
+
+    data = tmp_path / "chat.jsonl"
+    rows = [
+        {"prompt": [{"role": "system", "content": "Box it."}, {"role": "user", "content": q}],
+         "answer": a}
+        for q, a in [("1 + 0?", "1"), ("2 - 1?", "1"), ("0 + 1?", "1"), ("3 - 2?", "1")]
+    ]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tmp_path, dataset_name=str(data), reward_funcs=["format"], max_steps=1)
+    summary = Trainer(config, reward_functions={"record": record}).train()
+    assert summary["steps"] == 1
+    assert seen["prompt"][0] == {"role": "system", "content": "Box it."}
+    assert seen["completion"][0]["role"] == "assistant"

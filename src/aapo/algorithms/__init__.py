@@ -4,6 +4,8 @@ Pure functions on tensors (no model, no I/O). `registry.py` shows how to add an 
 """
 
 from .advantages import (
+    GPG_NORMS,
+    SCALE_REWARDS,
     AdvantageResult,
     GroupStats,
     aapo,
@@ -16,6 +18,7 @@ from .advantages import (
 )
 from .losses import (
     AGGREGATION_MODES,
+    CLIP_METRIC_NAMES,
     aggregate_loss,
     clipped_surrogate_loss,
     k3_kl,
@@ -24,13 +27,13 @@ from .losses import (
 from .registry import (
     ADVANTAGE_NAMES,
     ALGORITHM_NAMES,
-    POLICY_LOSS_NAMES,
     AdvantageEstimator,
     Algorithm,
     compute_advantages,
     get_advantage,
     get_algorithm,
     get_policy_loss,
+    policy_loss_uses_ratio,
     register_advantage,
     register_algorithm,
     register_policy_loss,
@@ -40,7 +43,9 @@ __all__ = [
     "ADVANTAGE_NAMES",
     "AGGREGATION_MODES",
     "ALGORITHM_NAMES",
-    "POLICY_LOSS_NAMES",
+    "CLIP_METRIC_NAMES",
+    "GPG_NORMS",
+    "SCALE_REWARDS",
     "AdvantageEstimator",
     "AdvantageResult",
     "Algorithm",
@@ -59,6 +64,7 @@ __all__ = [
     "group_stats",
     "grpo",
     "k3_kl",
+    "policy_loss_uses_ratio",
     "register_advantage",
     "register_algorithm",
     "register_policy_loss",

@@ -4,7 +4,7 @@ Pure functions on tensors: no model, no I/O, no global state. Shapes: B prompts,
 per prompt (a group), N = B·G completions in prompt-major order, K reward functions.
 
 A completion for which every reward function returned None is *invalid*: it is left out of its
-group's statistics and its advantage is exactly 0 (SPEC §1). Rewards themselves must be finite;
+group's statistics and its advantage is exactly 0 (docs/ALGORITHMS.md §2). Rewards must be finite;
 "no reward" travels in the `valid` mask that `combine_rewards` returns, never as NaN.
 
 A group whose valid rewards all tie (std 0) has a group-relative term of exactly 0, never NaN:
@@ -15,8 +15,7 @@ squares overflow for |r| above ~1e19 and gave silent zero advantages); what is r
 the rewards' own floating dtype, so a float32 batch gives float32 advantages.
 
 Left out: the name registry and `compute_advantages` (registry.py); losses (losses.py); anything
-that needs a model or resampling (GPG's and DAPO's refilling of degenerate groups is the
-trainer's).
+that needs a model or resampling (GPG/DAPO resampling of tied groups is not implemented yet).
 """
 
 from __future__ import annotations

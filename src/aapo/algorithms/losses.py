@@ -5,7 +5,7 @@ real completion tokens. Policy losses return per-token tensors; `aggregate_loss`
 this micro-batch's share of the whole optimizer batch's loss. Its normalisers (token and sequence
 counts) are counted over the whole batch (all micro-batches, all processes) by the caller, so
 summing the shares gives the full-batch loss and the gradient does not depend on the split
-(SPEC §3; the authors' code normalised per micro-batch, known trap 4).
+(docs/ALGORITHMS.md §4.4; the authors' code normalised per micro-batch, known trap 4).
 
 Left out: computing log-probs from a model (training/logprobs.py), the KL coefficient β, counting
 tokens across processes, and the optimizer step (training/step.py).
@@ -19,6 +19,12 @@ import torch
 from torch import Tensor
 
 AGGREGATION_MODES = ("token_mean", "sequence_mean", "constant")
+# the clip masks `clipped_surrogate_loss` returns, under the metric names TRL logs them as
+CLIP_METRIC_NAMES = {
+    "low_clipped": "clip_ratio/low_mean",
+    "high_clipped": "clip_ratio/high_mean",
+    "region_clipped": "clip_ratio/region_mean",
+}
 
 
 def _check_same_shape(**tensors: Tensor) -> None:

@@ -77,11 +77,11 @@ class Algorithm:
 
 _ADVANTAGES: dict[str, AdvantageEstimator] = {}
 _POLICY_LOSSES: dict[str, PolicyLoss] = {}
+_USES_RATIO: dict[str, bool] = {}
 _ALGORITHMS: dict[str, Algorithm] = {}
 
 # live views: they include whatever a user registers later
 ADVANTAGE_NAMES = _ADVANTAGES.keys()
-POLICY_LOSS_NAMES = _POLICY_LOSSES.keys()
 ALGORITHM_NAMES = _ALGORITHMS.keys()
 
 
@@ -164,15 +164,24 @@ def _checked(name: str, result: Any, rewards: Tensor, valid: Tensor) -> Advantag
     return AdvantageResult(advantages, dict(result.metrics))
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+def register_policy_loss(
+    name: str, *, uses_ratio: bool = False
+) -> Callable[[PolicyLoss], PolicyLoss]:
     """Decorator: register `fn(logps, *, advantages, old_logps, epsilon_low, epsilon_high)
-    -> (per_token [n, T], metric masks)` as `name`."""
+    -> (per_token [n, T], metric masks)` as `name`. `uses_ratio`: the loss reads `old_logps`,
+    so updates after the first on a generation batch need the sampling policy's log-probs."""
 
     def decorator(fn: PolicyLoss) -> PolicyLoss:
         _add(_POLICY_LOSSES, "policy loss", name, fn)
+        _USES_RATIO[name] = uses_ratio
         return fn
 
     return decorator
+
+
+def policy_loss_uses_ratio(name: str) -> bool:
+    get_policy_loss(name)
+    return _USES_RATIO[name]
 
 
 def get_policy_loss(name: str) -> PolicyLoss:
@@ -202,9 +211,12 @@ register_advantage("dr_grpo")(dr_grpo)
 register_advantage("gpg")(gpg)
 register_advantage("aapo", needs_reference=True)(aapo)
 register_policy_loss("nll")(nll_policy_loss)
-register_policy_loss("clipped")(clipped_policy_loss)
+register_policy_loss("clipped", uses_ratio=True)(clipped_policy_loss)
 register_algorithm("aapo", Algorithm("aapo", "nll", "token_mean"))
 register_algorithm("gpg", Algorithm("gpg", "nll", "token_mean"))
 register_algorithm("grpo", Algorithm("grpo", "clipped", "sequence_mean"))
-register_algorithm("dapo", Algorithm("grpo", "clipped", "token_mean", {"epsilon_high": 0.28}))
+register_algorithm(
+    "dapo",
+    Algorithm("grpo", "clipped", "token_mean", {"epsilon_high": 0.28, "dynamic_sampling": True}),
+)
 register_algorithm("dr_grpo", Algorithm("dr_grpo", "clipped", "constant"))

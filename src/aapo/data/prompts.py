@@ -1,7 +1,7 @@
 """The paper's prompts (Appendix C), by name, and how a problem becomes model input.
 
 Names: `r1_think` is the 1.5B run's system prompt and `simplerl` the 7B run's, as the paper
-prints them (the authors' configs swap the two: SPEC §8.6). `eval_math` is the evaluation
+prints them (the authors swap the two: docs/ALGORITHMS.md §8.6). `eval_math` is the evaluation
 prompt (a user-turn template with `{problem}`), asking for the final answer in `\\boxed{}`.
 `encode_prompt` gives the token ids the model sees; `render_prompt_text` the same prompt as text.
 """

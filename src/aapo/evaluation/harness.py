@@ -8,7 +8,8 @@ so rerunning a finished evaluation just rebuilds the report.
 
 Batches are fixed by the task list (problem-major, then sample index) and `batch_size`, and
 each batch is reseeded from (seed, its first task), so an evaluation that is interrupted and
-resumed draws the same samples as one that ran straight through (on the same hardware); the
+resumed draws the same samples as one that ran straight through (on the same hardware); a
+resume with another `batch_size` is refused (it is part of the fingerprint, store.py). The
 caller's torch RNG state is restored afterwards.
 Left out: pass@k for k > 1, data-parallel evaluation over several processes.
 """

@@ -6,10 +6,12 @@ the completion, the extracted and gold answers and the verdict, so any score can
 and recomputed from this file alone. Lines are flushed after each batch. Rerunning with the
 same output folder reuses every finished (benchmark, id, sample index); `fingerprint.json`
 beside it records the settings that change what a sample is (model weights, dtype, backend,
-sampling settings, seed, grader timeout), and a run whose settings differ is refused rather
-than mixed in. Prompts and golds are compared line by line when reused, which catches a
-changed template, system prompt, chat template or data file. A line cut short by a kill is
-dropped (its sample is redone); a malformed line anywhere else is an error.
+sampling settings, seed, batch size, grader timeout), and a run whose settings differ is
+refused rather than mixed in. The batch size is among them because a batch's draws come from
+one seeded RNG stream shared by its rows: other batches mean other draws. Prompts and golds
+are compared line by line when reused, which catches a changed template, system prompt, chat
+template or data file. A line cut short by a kill is dropped (its sample is redone); a
+malformed line anywhere else is an error.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ def make_fingerprint(config: EvalConfig, model_path: str, dtype: str) -> dict[st
         "top_p": config.top_p,
         "max_new_tokens": config.max_new_tokens,
         "seed": config.seed,
+        "batch_size": config.batch_size,  # draws are seeded per batch (see harness.py)
         "grading_timeout": config.grading_timeout,
     }
 

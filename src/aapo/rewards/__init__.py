@@ -32,10 +32,12 @@ from aapo.rewards.registry import (
     registered_rewards,
     reward_parameters,
 )
+from aapo.rewards.shaping import OverlongPenalty
 
 register_reward("format", FormatReward)
 register_reward("accuracy", AccuracyReward)
 register_reward("cosine", CosineReward)
+register_reward("overlong", OverlongPenalty)
 
 __all__ = [
     "AUTHORS_CODE_WRONG_VALUES",
@@ -45,6 +47,7 @@ __all__ = [
     "FormatReward",
     "GoldAnswerError",
     "Grader",
+    "OverlongPenalty",
     "RewardFunction",
     "Verdict",
     "check_gold",

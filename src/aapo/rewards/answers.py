@@ -1,6 +1,6 @@
 """Finding the final answer in a completion, and the text of a completion.
 
-The rule (SPEC §4, and the project's protocol rule "the last `\\boxed{}` is the answer"):
+The rule (docs/ALGORITHMS.md §7.2; the protocol rule "the last `\\boxed{}` is the answer"):
 
 1. The answer is the content of the *last* `\\boxed{...}` (or `\\fbox{...}`) in the completion,
    found by brace matching (`\\{` and `\\}` are literal braces and do not count). If that last

@@ -11,7 +11,7 @@ grader (`grading.get_grader()` unless one is passed), so `accuracy` and `cosine`
 batch grade it once. A timeout or grader error scores 0.0; `pop_metrics()` returns the counts
 (`timeouts`, `errors`, `no_answer`, `no_gold`) since its last call.
 
-Left out: the authors' character-length, unclamped cosine (SPEC §8.3); it is a bug, not a variant.
+Left out: the authors' character-length, unclamped cosine (a bug: docs/ALGORITHMS.md §8.3).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from aapo.rewards.answers import FALLBACKS, answer_with_fallback, completion_text, gold_text
 from aapo.rewards.grading import Grader, Verdict, get_grader
 
-# SPEC §8.6: the authors' code penalised wrong answers with (0.0 at l = 0, -0.5 at l >= L)
+# docs/ALGORITHMS.md §8.6: the authors' code scored wrong answers (0.0 at l = 0, -0.5 at l >= L)
 # instead of the paper's (-1.0, -0.5). `get_reward_function("cosine", max_length=L,
 # **AUTHORS_CODE_WRONG_VALUES)` reproduces it.
 AUTHORS_CODE_WRONG_VALUES = {"min_value_wrong": 0.0, "max_value_wrong": -0.5}

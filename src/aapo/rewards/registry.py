@@ -49,7 +49,12 @@ def registered_rewards() -> list[str]:
 def reward_parameters(name: str) -> set[str]:
     """Keyword parameters a reward takes at construction (a class) or call (a function), so a
     caller can fill run-level defaults (e.g. a length cap) only where they are accepted."""
-    target = _REGISTRY[name] if name in _REGISTRY else _import(name)
+    if name in _REGISTRY:
+        target = _REGISTRY[name]
+    elif ":" in name or "." in name:
+        target = _import(name)
+    else:
+        raise ValueError(f"unknown reward {name!r}; registered: {', '.join(registered_rewards())}")
     signature = inspect.signature(target.__init__ if inspect.isclass(target) else target)
     return set(signature.parameters) - {"self"}
 

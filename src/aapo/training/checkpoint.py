@@ -1,17 +1,36 @@
-"""Atomic checkpoints: a checkpoint directory either exists whole or not at all.
+"""Atomic checkpoints that hold data only: a checkpoint directory exists whole or not at all,
+and loading one runs no code.
 
 Everything is written into `checkpoint-N.tmp` and renamed to `checkpoint-N` at the end (a
 rename is atomic on POSIX), so a run killed at any moment, SIGKILL included, leaves only
-complete checkpoints behind. A checkpoint holds the trainable weights, optimizer and scheduler
-states, every process's RNG states and the step (the data position follows from the step and
-the seed), which is all that `--resume` needs to continue exactly where the run stopped.
+complete checkpoints behind; an exception or Ctrl-C inside the save removes the `.tmp`
+directory, so a retried save starts clean. A checkpoint holds:
+
+    model.safetensors     the trainable weights (all of them, or only the LoRA adapters)
+    optimizer.pt          the optimizer's state_dict: tensors and plain values
+    scheduler.pt          the learning-rate scheduler's state_dict: plain values
+    rng_<process>.pt      each process's RNG states: python `random` and numpy as lists of
+                          ints, torch and CUDA as uint8 tensors
+    trainer_state.json    the step, the number of processes and what the trainer adds
+
+which is all that `--resume` needs to continue exactly where the run stopped. The `.pt` files
+are read with `torch.load(weights_only=True)`, which builds only tensors and plain Python
+values; a file that would need anything else (a pickled object, e.g. a checkpoint from an
+older aapo or one crafted to run code) is refused, naming the file.
+
+`trajectory_config_differences` tells which config changes would make a resumed run differ
+from the run that wrote the checkpoint.
+Left out: sharded (FSDP/DeepSpeed) optimizer states.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import pickle
 import random
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +39,47 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PREFIX = "checkpoint-"
+# Config keys that only change where or how often things are written or reported, or the
+# held-out check (which runs outside the training step): a resumed run may change them.
+# Everything else shapes the trajectory; max_steps and num_train_epochs included, since they
+# set the length of the learning-rate schedule. gradient_checkpointing only trades memory
+# for recomputation of the same forward pass.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "output_dir",
+        "logging_steps",
+        "report_to",
+        "save_steps",
+        "save_total_limit",
+        "resume_from_checkpoint",
+        "log_completions",
+        "log_completions_max_rows",
+        "eval_steps",
+        "resume_config_changes",
+        "eval_num_problems",
+        "eval_max_new_tokens",
+        "gradient_checkpointing",
+    }
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or safely read; the message names the file."""
 
 
 def rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+    """Every RNG's state as tensors and plain values (loadable with weights_only=True)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(words), "gauss_next": gauss},
+        "numpy": {
+            "kind": str(kind),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -34,8 +88,12 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    np.random.set_state(
+        (npy["kind"], np.array(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
+         npy["cached_gaussian"])
+    )  # fmt: skip
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -45,6 +103,26 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     """Weights that training changes (all of them, or only the LoRA adapters)."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in names}
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    # through a Python file object, so a full disk surfaces as OSError(ENOSPC)
+    with path.open("wb") as handle:
+        torch.save(obj, handle)
+
+
+def _save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path))
+
+
+def _disk_full(err: BaseException) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(err) or "os error 28" in str(err):
+            return True  # safetensors reports the OS error inside its own exception
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return False
 
 
 def save_checkpoint(
@@ -57,35 +135,51 @@ def save_checkpoint(
     accelerator: Any,
     extra: dict[str, Any] | None = None,
 ) -> Path | None:
-    """Write checkpoint-`step` atomically (process 0 writes, every process saves its RNG)."""
+    """Write checkpoint-`step` atomically (process 0 writes, every process saves its RNG).
+    A full disk raises CheckpointError; any failure or interrupt removes the `.tmp` folder."""
     final = output_dir / f"{PREFIX}{step}"
     tmp = output_dir / f"{PREFIX}{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(trainable_state(model), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    accelerator.wait_for_everyone()
-    torch.save(rng, tmp / f"rng_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"step": step, "num_processes": accelerator.num_processes, **(extra or {})}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _save_weights(trainable_state(model), tmp / "model.safetensors")
+            _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+            _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
+        accelerator.wait_for_everyone()
+        _save_torch(rng, tmp / f"rng_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"step": step, "num_processes": accelerator.num_processes, **(extra or {})}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+            _replace(tmp, final)
+    except BaseException as err:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception) and _disk_full(err):
+            raise CheckpointError(
+                f"no space left on device while writing {final.name} to {output_dir}"
+            ) from err
+        raise
     accelerator.wait_for_everyone()
     return final
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`; an older `final` (a rerun of that step) goes only after."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(
     path: Path, model: Any, optimizer: Any, scheduler: Any, accelerator: Any
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this process's RNG; return trainer_state."""
-    state_file = path / "trainer_state.json"
-    if not state_file.exists():
-        raise FileNotFoundError(f"{path} is not a complete aapo checkpoint (no trainer_state.json)")
-    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state = read_trainer_state(path)
     if state["num_processes"] != accelerator.num_processes:
         raise ValueError(
             f"checkpoint {path} was written by {state['num_processes']} processes; resume it with "
@@ -97,11 +191,44 @@ def load_checkpoint(
         raise ValueError(
             f"checkpoint {path} lacks weights for {sorted(missing)[:3]}...; wrong model?"
         )
+    optimizer_state = safe_load(path / "optimizer.pt")
+    scheduler_state = safe_load(path / "scheduler.pt")
+    rng = safe_load(path / f"rng_{accelerator.process_index}.pt")
+    if not isinstance(rng, dict) or not {"python", "numpy", "torch"} <= set(rng):
+        raise CheckpointError(f"{path}/rng_{accelerator.process_index}.pt holds no RNG states")
     model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(path / f"rng_{accelerator.process_index}.pt", weights_only=False))
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(scheduler_state)
+    set_rng_state(rng)
     return state
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """`trainer_state.json` of checkpoint `path` (its step, process count, saved config...)."""
+    state_file = path / "trainer_state.json"
+    if not state_file.exists():
+        raise FileNotFoundError(f"{path} is not a complete aapo checkpoint (no trainer_state.json)")
+    try:
+        return json.loads(state_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{state_file} is not valid JSON ({err})") from err
+
+
+def safe_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain values only; anything else refused."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"refusing to load {path}: it holds more than tensors and plain values, so loading "
+            f"it could run code ({why}). A checkpoint written by this version of aapo never "
+            "does; do not resume from this one"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from err
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -126,9 +253,31 @@ def resolve_resume(output_dir: Path, resume: str) -> Path:
     return path
 
 
-def rotate(output_dir: Path, keep: int | None) -> None:
+def rotate(output_dir: Path, keep: int | None, newest: Path | None = None) -> None:
+    """Delete all but the `keep` latest checkpoints; `newest` (the one just written) is kept
+    even when later-numbered ones exist (a run resumed from an earlier step)."""
     if keep is None:
         return
+    if keep < 1:
+        raise ValueError(f"save_total_limit must be at least 1 (or null for all), got {keep}")
     checkpoints = list_checkpoints(output_dir)
+    if newest is not None and newest.name in [p.name for p in checkpoints]:
+        checkpoints = [p for p in checkpoints if p.name != newest.name]
+        keep -= 1
     for path in checkpoints[: max(0, len(checkpoints) - keep)]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def trajectory_config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """`key: saved → new` for each changed key that alters the run's trajectory (every key
+    but RESUMABLE_CHANGES; a key absent on one side counts as changed), sorted by key."""
+    missing = object()
+    out = []
+    for key in sorted(set(saved) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        before, after = saved.get(key, missing), new.get(key, missing)
+        if before != after:
+            show = [("(absent)" if v is missing else repr(v)) for v in (before, after)]
+            out.append(f"{key}: {show[0]} → {show[1]}")
+    return out

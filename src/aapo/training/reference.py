@@ -1,7 +1,7 @@
 """The frozen reference policy π_ref: the initial weights, never updated.
 
 AAPO samples its momentum baseline from it whatever beta is (the authors' code built it only
-when beta > 0, and in two of three paths sampled the policy instead: SPEC §8.1-2). Without
+when beta > 0, and in two of three paths sampled the policy: docs/ALGORITHMS.md §8.1-2). Without
 LoRA it is a deep copy taken before training with gradients off; with LoRA it is the same
 model with its adapters disabled, which costs no memory.
 """

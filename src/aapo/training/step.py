@@ -1,41 +1,52 @@
-"""One optimizer step of Algorithm 1, top to bottom.
+"""One generation batch of Algorithm 1, top to bottom, and the optimizer steps it feeds.
 
 1. sample G completions per prompt from the policy;
 2. (estimators that need it, i.e. AAPO) sample G completions per prompt from the frozen reference;
-3. score both with the weighted reward functions;
-4. advantages, computed on the whole batch (gathered across processes, so batch-level options
-   such as scale_rewards=batch or GPG's alpha see every group);
-5. loss over micro-batches, each normalised by token/sequence counts of the WHOLE step, so the
-   gradient does not depend on how the step is split into micro-batches or processes;
+3. score both with the weighted reward functions (1-3: collect.py; with group selection,
+   tied groups are replaced by new prompts there);
+4. advantages, computed on the whole generation batch (gathered across processes, so
+   batch-level options such as scale_rewards=batch or GPG's alpha see every group);
+5. loss over micro-batches, each normalised by token/sequence counts of the WHOLE optimizer
+   step, so the gradient does not depend on how the step is split (update.py);
 6. clip gradients and take the optimizer step;
-7. metrics.
-With one update per batch the sampling policy is the current one, so the ratio's "old"
-log-probs are the same forward pass, detached: no second forward is ever computed.
+7. metrics, one dict per optimizer step.
+A generation batch feeds `num_iterations` × (steps_per_generation / gradient_accumulation_steps)
+optimizer steps (TRL's μ and steps_per_generation). With one update per batch the sampling
+policy is the current one, so the ratio's "old" log-probs are the same forward pass, detached;
+otherwise they are computed once per generation batch, before its first update.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from aapo.algorithms import (
+    CLIP_METRIC_NAMES,
     Algorithm,
-    aggregate_loss,
-    combine_rewards,
     compute_advantages,
     get_policy_loss,
     group_stats,
-    k3_kl,
+    policy_loss_uses_ratio,
 )
-from aapo.rollout import Sample, Sampler, SamplingParams
+from aapo.data.rows import PromptRow
+from aapo.rollout import Sampler, SamplingParams
+from aapo.rollout.reference_cache import ReferenceCache
+from aapo.training.collect import Batch, Scored, collect, timed
 from aapo.training.config import TrainConfig
-from aapo.training.logprobs import completion_logprobs, pack
 from aapo.training.scoring import RewardScorer
+from aapo.training.update import (
+    LossSettings,
+    MicroBatch,
+    UpdateResult,
+    fill_fixed_logprobs,
+    micro_batches,
+    optimizer_step,
+)
 
 
 @dataclass
@@ -48,219 +59,186 @@ class StepParts:
     model: Any  # the trained policy, possibly wrapped for distributed training
     policy_sampler: Sampler
     reference_sampler: Sampler | None
-    reference_model: Any | None  # for the KL term (beta > 0); None otherwise
+    reference_cache: ReferenceCache | None  # precomputed reference rewards (AAPO), if any
+    # the reference's log-probs of a micro-batch, for the KL term (beta > 0); None otherwise
+    reference_logprobs: Callable[[MicroBatch], torch.Tensor] | None
     scorer: RewardScorer
     optimizer: torch.optim.Optimizer
     scheduler: Any
     accelerator: Any
     pad_id: int
-    advantage_options: dict[str, Any] = field(default_factory=dict)
+    advantage_options: dict[str, Any] = field(default_factory=dict)  # by the estimator's signature
 
 
 @dataclass
-class Scored:
-    """Samples of one side (policy or reference) and their rewards; [B, G] tensors."""
+class GatheredRewards:
+    """Every process's rewards, stacked prompt-major: what batch-level statistics need."""
 
-    samples: list[Sample]  # [N] = B·G, group-major
-    per_function: torch.Tensor  # [K, N], NaN = not applicable
     rewards: torch.Tensor  # [B, G]
     valid: torch.Tensor  # [B, G]
+    per_function: torch.Tensor  # [N, K]
+    ref_rewards: torch.Tensor | None  # [B, G]
+    ref_valid: torch.Tensor | None  # [B, G]
 
-
-@contextlib.contextmanager
-def _timed(times: dict[str, float], key: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    times[key] = times.get(key, 0.0) + time.perf_counter() - start
-
-
-def train_step(parts: StepParts, rows: list[dict]) -> dict[str, float]:
-    """Run one step on this process's prompts `rows`; return the step's (global) metrics."""
-    cfg, acc = parts.config, parts.accelerator
-    G = cfg.num_generations
-    params = SamplingParams(G, cfg.temperature, cfg.top_p, cfg.max_completion_length)
-    prompt_ids = [row["_prompt_ids"] for row in rows]
-    times: dict[str, float] = {}
-
-    with _timed(times, "time/policy_generation"):  # 1
-        policy_samples = _flatten(parts.policy_sampler.generate(prompt_ids, params))
-    ref_samples = None
-    if parts.reference_sampler is not None:  # 2
-        with _timed(times, "time/reference_generation"):
-            ref_samples = _flatten(parts.reference_sampler.generate(prompt_ids, params))
-
-    with _timed(times, "time/rewards"):  # 3
-        policy = _score(parts, rows, policy_samples)
-        ref = _score(parts, rows, ref_samples) if ref_samples is not None else None
-
-    # 4: gather [B_local, G] → [B, G] across processes, compute, keep this process's rows
-    gathered = {k: acc.gather(v) for k, v in _reward_tensors(policy, ref).items()}
-    result = compute_advantages(
-        parts.advantage_name,
-        gathered["rewards"],
-        valid=gathered["valid"],
-        ref_rewards=gathered.get("ref_rewards"),
-        ref_valid=gathered.get("ref_valid"),
-        **parts.advantage_options,
-    )
-    local = slice(acc.process_index * len(rows), (acc.process_index + 1) * len(rows))
-    advantages = result.advantages[local].reshape(-1)  # [N_local]
-
-    with _timed(times, "time/update"):  # 5, 6
-        update = _update(parts, prompt_ids, policy.samples, advantages)
-
-    metrics = _metrics(parts, gathered, policy, ref, result.advantages, update)  # 7
-    metrics.update(result.metrics)
-    metrics.update(times)
-    metrics["time/step"] = sum(times.values())
-    return metrics
-
-
-def _flatten(groups: list[list[Sample]]) -> list[Sample]:
-    return [sample for group in groups for sample in group]
-
-
-def _score(parts: StepParts, rows: list[dict], samples: list[Sample]) -> Scored:
-    G = parts.config.num_generations
-    columns = {
-        key: [row[key] for row in rows for _ in range(G)]
-        for key in rows[0]
-        if not key.startswith("_")
-    }
-    prompts = columns.get("problem", [""] * len(samples))
-    per_function = parts.scorer.score(
-        prompts,
-        [s.text for s in samples],
-        [s.completion_ids for s in samples],
-        columns,
-    )
-    weights = parts.scorer.weights
-    rewards, valid = combine_rewards(per_function, weights)
-    return Scored(samples, per_function, rewards.reshape(-1, G), valid.reshape(-1, G))
-
-
-def _reward_tensors(policy: Scored, ref: Scored | None) -> dict[str, torch.Tensor]:
-    out = {"rewards": policy.rewards, "valid": policy.valid, "per_function": policy.per_function.T}
-    if ref is not None:
-        out.update(ref_rewards=ref.rewards, ref_valid=ref.valid)
-    return out
+    @classmethod
+    def gather(cls, acc: Any, policy: Scored, ref: Scored | None) -> GatheredRewards:
+        return cls(
+            rewards=acc.gather(policy.rewards),
+            valid=acc.gather(policy.valid),
+            per_function=acc.gather(policy.per_function.T),
+            ref_rewards=acc.gather(ref.rewards) if ref is not None else None,
+            ref_valid=acc.gather(ref.valid) if ref is not None else None,
+        )
 
 
 @dataclass
-class UpdateResult:
-    loss: float
-    grad_norm: float
-    num_tokens: int
-    kl: float | None
-    clip_fractions: dict[str, float]
+class StepOutput:
+    """What one optimizer step reports."""
+
+    metrics: dict[str, float]  # global
+    completions: list[dict[str, Any]] | None  # the generation batch's samples (log_completions)
 
 
-def _update(
-    parts: StepParts, prompt_ids: list[list[int]], samples: list[Sample], advantages: torch.Tensor
-) -> UpdateResult:
-    """Steps 5 and 6: micro-batched loss with whole-step normalisers, then one optimizer step."""
+def train_round(
+    parts: StepParts, rows: list[PromptRow], draw_more: Callable[[], list[PromptRow]]
+) -> Iterator[StepOutput]:
+    """Run one generation batch on this process's prompts `rows`; yield each optimizer
+    step's output as soon as the step is taken."""
     cfg, acc = parts.config, parts.accelerator
-    G = cfg.num_generations
-    prompts = [p for p in prompt_ids for _ in range(G)]  # [N_local]
-    completions = [s.completion_ids for s in samples]
-    keep = [not (cfg.mask_truncated_completions and s.truncated) for s in samples]
-    lengths = torch.tensor([len(c) if k else 0 for c, k in zip(completions, keep, strict=True)])
-    # whole-step normalisers, summed over every process
-    totals = acc.reduce(
-        torch.tensor([lengths.sum().item(), len(samples)], dtype=torch.float64), "sum"
+    params = SamplingParams(
+        cfg.num_generations, cfg.temperature, cfg.top_p, cfg.max_completion_length
     )
-    num_tokens, num_sequences = totals[0].item(), int(totals[1].item())
-    # DDP averages gradients over processes; each process's loss is already a share of the
-    # global sum, so undo that average
-    scale = acc.num_processes
-
-    loss_fn = get_policy_loss(parts.algorithm.policy_loss)
-    device = acc.device
-    size = cfg.per_device_train_batch_size
-    starts = list(range(0, len(samples), size))
-    total_loss, kl_sum, clip_sums = 0.0, 0.0, {}
-    parts.model.train()
-    for index, start in enumerate(starts):
-        chunk = slice(start, start + size)
-        input_ids, attention, mask = pack(prompts[chunk], completions[chunk], parts.pad_id)
-        mask = mask * torch.tensor(keep[chunk], dtype=mask.dtype).unsqueeze(1)
-        input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
-        last = index == len(starts) - 1
-        sync = contextlib.nullcontext() if last else acc.no_sync(parts.model)
-        with sync:
-            logps = completion_logprobs(parts.model, input_ids, attention, mask.shape[1])
-            adv = advantages[chunk].to(device)
-            per_token, masks = loss_fn(
-                logps,
-                advantages=adv,
-                old_logps=logps.detach(),
-                epsilon_low=cfg.epsilon,
-                epsilon_high=cfg.epsilon_high,
-            )
-            if parts.reference_model is not None and cfg.beta > 0:
-                with torch.no_grad():
-                    ref_logps = completion_logprobs(
-                        parts.reference_model, input_ids, attention, mask.shape[1]
-                    )
-                kl = k3_kl(logps, ref_logps)
-                per_token = per_token + cfg.beta * kl
-                kl_sum += (kl.detach() * mask).sum().item()
-            loss = aggregate_loss(
-                per_token,
-                mask,
-                _aggregation(parts),
-                num_tokens=num_tokens,
-                num_sequences=num_sequences,
-                max_completion_length=cfg.max_completion_length,
-            )
-            acc.backward(loss * scale)
-        total_loss += loss.item()
-        for key, flags in masks.items():
-            clip_sums[key] = clip_sums.get(key, 0.0) + (flags.float() * mask).sum().item()
-
-    grad_norm = _clip_and_step(parts)
-    reduced = acc.reduce(
-        torch.tensor([total_loss, kl_sum, *clip_sums.values()], dtype=torch.float64), "sum"
-    ).tolist()
-    denominator = max(num_tokens, 1.0)
-    return UpdateResult(
-        loss=reduced[0],
-        grad_norm=grad_norm,
-        num_tokens=int(num_tokens),
-        kl=reduced[1] / denominator if cfg.beta > 0 else None,
-        clip_fractions={k: v / denominator for k, v in zip(clip_sums, reduced[2:], strict=True)},
+    batch = collect(  # 1-3
+        rows,
+        draw_more,
+        policy_sampler=parts.policy_sampler,
+        reference_sampler=parts.reference_sampler,
+        reference_cache=parts.reference_cache,
+        scorer=parts.scorer,
+        params=params,
+        accelerator=acc,
+        min_informative=cfg.informative_target(),
+        max_rounds=cfg.max_sampling_rounds,
     )
+    gathered = GatheredRewards.gather(acc, batch.policy, batch.reference)  # 4
+    result = compute_advantages(
+        parts.advantage_name,
+        gathered.rewards,
+        valid=gathered.valid,
+        ref_rewards=gathered.ref_rewards,
+        ref_valid=gathered.ref_valid,
+        **parts.advantage_options,
+    )
+    local = slice(acc.process_index * len(batch.rows), (acc.process_index + 1) * len(batch.rows))
+    advantages = result.advantages[local].reshape(-1)  # [N_local]
+    rollout = _rollout_metrics(parts, gathered, batch.policy, result.advantages)
+    rollout.update(result.metrics)
+    table = completion_table(parts, batch, advantages) if cfg.log_completions else None
+    for metrics in _updates(parts, batch, advantages, {**rollout, **batch.metrics}):
+        yield StepOutput(metrics, table)
 
 
-def _aggregation(parts: StepParts) -> str:
-    return parts.config.loss_aggregation or parts.algorithm.aggregation
-
-
-def _clip_and_step(parts: StepParts) -> float:
-    cfg, acc = parts.config, parts.accelerator
-    params = [p for p in parts.model.parameters() if p.requires_grad]
-    if cfg.max_grad_norm > 0:
-        norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
-    else:
-        norm = torch.linalg.vector_norm(
-            torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
+def _updates(
+    parts: StepParts, batch: Batch, advantages: torch.Tensor, rollout: dict[str, float]
+) -> Iterator[dict[str, float]]:
+    """Steps 5-7 for every optimizer step the generation batch feeds."""
+    cfg = parts.config
+    times: dict[str, float] = {}
+    with timed(times, "time/update"):
+        batches = micro_batches(
+            [row.prompt_ids for row in batch.rows],
+            batch.policy.samples,
+            advantages,
+            size=cfg.per_device_train_batch_size,
+            pad_id=parts.pad_id,
+            mask_truncated=cfg.mask_truncated_completions,
+            device=parts.accelerator.device,
         )
-    parts.optimizer.step()
-    parts.scheduler.step()
-    parts.optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+        per_step = cfg.gradient_accumulation_steps
+        off_policy = cfg.num_iterations > 1 or len(batches) > per_step
+        needs_old = off_policy and policy_loss_uses_ratio(parts.algorithm.policy_loss)
+        fill_fixed_logprobs(
+            batches,
+            policy=parts.model if needs_old else None,
+            reference_logprobs=parts.reference_logprobs if cfg.beta > 0 else None,
+        )
+    settings = _loss_settings(parts)
+    for _ in range(cfg.num_iterations):
+        for start in range(0, len(batches), per_step):
+            with timed(times, "time/update"):
+                update = optimizer_step(
+                    batches[start : start + per_step],
+                    settings,
+                    model=parts.model,
+                    optimizer=parts.optimizer,
+                    scheduler=parts.scheduler,
+                    accelerator=parts.accelerator,
+                )
+            metrics = {**rollout, **_update_metrics(parts, update), **times}
+            metrics["time/step"] = sum(v for k, v in metrics.items() if k.startswith("time/"))
+            yield metrics
+            rollout = {k: v for k, v in rollout.items() if not k.startswith("time/")}
+            times = {}
 
 
-def _metrics(
-    parts: StepParts,
-    gathered: dict[str, torch.Tensor],
-    policy: Scored,
-    ref: Scored | None,
-    advantages: torch.Tensor,
-    update: UpdateResult,
+def completion_table(
+    parts: StepParts, batch: Batch, advantages: torch.Tensor
+) -> list[dict[str, Any]]:
+    """One row per policy completion of the generation batch (every process's, capped at
+    log_completions_max_rows): prompt, completion, each reward, the advantage and, for AAPO,
+    the paired reference completion's reward."""
+    G = parts.config.num_generations
+    ref = batch.reference
+    rows = []
+    for n, sample in enumerate(batch.policy.samples):
+        b, i = divmod(n, G)
+        scores = batch.policy.per_function[:, n].tolist()
+        row = {
+            "prompt": batch.rows[b].problem,
+            "completion": sample.text,
+            "rewards": {
+                name: None if math.isnan(v) else v
+                for name, v in zip(parts.scorer.names, scores, strict=True)
+            },
+            "reward": batch.policy.rewards[b, i].item(),
+            "advantage": advantages[n].item(),
+            "length": len(sample.completion_ids),
+            "truncated": sample.truncated,
+        }
+        if ref is not None:
+            row["ref_reward"] = ref.rewards[b, i].item()
+        rows.append(row)
+    everyone = _gather_rows(parts.accelerator, rows)
+    return everyone[: parts.config.log_completions_max_rows]
+
+
+def _gather_rows(acc: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if acc.num_processes == 1:
+        return rows
+    from accelerate.utils import gather_object
+
+    return [row for part in gather_object([rows]) for row in part]
+
+
+def _loss_settings(parts: StepParts) -> LossSettings:
+    cfg = parts.config
+    return LossSettings(
+        loss_fn=get_policy_loss(parts.algorithm.policy_loss),
+        aggregation=cfg.loss_aggregation or parts.algorithm.aggregation,
+        epsilon_low=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+        beta=cfg.beta,
+        max_completion_length=cfg.max_completion_length,
+        max_grad_norm=cfg.max_grad_norm,
+    )
+
+
+def _rollout_metrics(
+    parts: StepParts, gathered: GatheredRewards, policy: Scored, advantages: torch.Tensor
 ) -> dict[str, float]:
+    """What the generation batch shows: rewards, ties, lengths (every process's groups)."""
     acc = parts.accelerator
-    rewards, valid = gathered["rewards"], gathered["valid"]  # [B, G]
+    rewards, valid = gathered.rewards, gathered.valid  # [B, G]
     stats = group_stats(rewards, valid)
     lengths = torch.tensor([len(s.completion_ids) for s in policy.samples], dtype=torch.float32)
     truncated = torch.tensor([float(s.truncated) for s in policy.samples])
@@ -276,29 +254,30 @@ def _metrics(
         "completions/max_length": lengths.max().item(),
         "completions/clipped_ratio": truncated.mean().item(),
         "completions/mean_terminated_length": _mean(terminated),
-        "loss": update.loss,
-        "grad_norm": update.grad_norm,
-        "learning_rate": parts.scheduler.get_last_lr()[0],
-        "num_tokens": float(update.num_tokens),
     }
-    per_function = gathered["per_function"]  # [N, K]
+    per_function = gathered.per_function  # [N, K]
     for k, name in enumerate(parts.scorer.names):
         column = per_function[:, k]
         present = column[~torch.isnan(column)]
         out[f"rewards/{name}/mean"] = _mean(present)
         out[f"rewards/{name}/std"] = present.std().item() if present.numel() > 1 else 0.0
-    if ref is not None:
-        out["ref_reward"] = _mean(gathered["ref_rewards"][gathered["ref_valid"]])
+    if gathered.ref_rewards is not None:
+        out["ref_reward"] = _mean(gathered.ref_rewards[gathered.ref_valid])
+    out.update(_sum_counts(acc, parts.scorer.pop_metrics()))
+    return out
+
+
+def _update_metrics(parts: StepParts, update: UpdateResult) -> dict[str, float]:
+    out = {
+        "loss": update.loss,
+        "grad_norm": update.grad_norm,
+        "learning_rate": parts.scheduler.get_last_lr()[0],
+        "num_tokens": float(update.num_tokens),
+    }
     if update.kl is not None:
         out["kl"] = update.kl
-    names = {
-        "low_clipped": "low_mean",
-        "high_clipped": "high_mean",
-        "region_clipped": "region_mean",
-    }
     for key, value in update.clip_fractions.items():
-        out[f"clip_ratio/{names.get(key, key)}"] = value
-    out.update(_sum_counts(acc, parts.scorer.pop_metrics()))
+        out[CLIP_METRIC_NAMES.get(key, f"clip_ratio/{key}")] = value
     return out
 
 

@@ -64,7 +64,13 @@ def test_presets():
         "aapo": ("aapo", "nll", "token_mean", {}, True),
         "gpg": ("gpg", "nll", "token_mean", {}, False),
         "grpo": ("grpo", "clipped", "sequence_mean", {}, False),
-        "dapo": ("grpo", "clipped", "token_mean", {"epsilon_high": 0.28}, False),
+        "dapo": (
+            "grpo",
+            "clipped",
+            "token_mean",
+            {"epsilon_high": 0.28, "dynamic_sampling": True},  # DAPO samples until untied
+            False,
+        ),
         "dr_grpo": ("dr_grpo", "clipped", "constant", {}, False),
     }
 

@@ -61,8 +61,32 @@ def test_shipped_recipes_load():
 
 
 def test_prompts_per_step_must_divide():
-    config = TrainConfig(
-        num_generations=6, per_device_train_batch_size=4, gradient_accumulation_steps=1
-    )
+    # refused when the config is built, before any model loads
     with pytest.raises(ValueError, match="not a multiple of num_generations"):
+        config = TrainConfig(
+            num_generations=6, per_device_train_batch_size=4, gradient_accumulation_steps=1
+        )
         config.prompts_per_step()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temperature", "0"], "temperature must be > 0"),
+        (["--num_generations", "3"], "not a multiple of num_generations = 3"),
+        (["--learning_rate", "-1"], "learning_rate must be > 0, got -1.0"),
+        (["--top_p", "0"], r"top_p must be in \(0, 1\], got 0.0"),
+        (["--lr_scheduler_type", "bogus"], "lr_scheduler_type must be one of"),
+        (["--epsilon", "-1"], "epsilon must be >= 0"),
+        (["--save_total_limit", "0"], "save_total_limit must be >= 1"),
+        (["--reward_timeout", "0"], "reward_timeout must be > 0"),
+        (["--min_informative_fraction", "2"], r"min_informative_fraction must be in \[0, 1\]"),
+        (["--steps_per_generation", "3", "--gradient_accumulation_steps", "2",
+          "--per_device_train_batch_size", "8"], "must be a positive multiple"),
+        (["--num_iterations", "2", "--save_steps", "3"], "save_steps = 3 must be a multiple"),
+    ],
+)  # fmt: skip
+def test_bad_options_are_refused_when_the_config_is_built(args, message):
+    """Each of these used to fail late (after the model loaded) or never."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, "default", args)

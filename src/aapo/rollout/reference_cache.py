@@ -1,0 +1,333 @@
+"""The frozen reference's rollouts as data (docs/ALGORITHMS.md §9): storage, fingerprint and lookup.
+
+A cache is a directory: `shard-NNNNN.safetensors` files, each holding every draw of a block of
+`rows_per_shard` consecutive prompts, and `manifest.json` (format version, fingerprint, layout,
+reward names, each shard's sha256), written last. Every file is written to a temporary name and
+renamed, so a half-written file never counts and finished shards survive a kill. Each shard
+also carries the fingerprint in its header, so a rerun resumes only shards of the same setup.
+
+The fingerprint names everything the stored values depend on; `ReferenceCache.open` refuses a
+run that differs, naming each field with both values, and a shard whose bytes changed.
+`take` hands a step its prompts' rewards, one fresh draw per use. Building (model, sampling,
+scoring) is in `aapo.training.reference_build`. Left out: the completion texts, and the source
+code of user reward functions (their import paths are fingerprinted, their bodies are not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from aapo.config import ConfigError
+from aapo.data.rows import PromptRow
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FIELDS = ("rewards", "valid", "per_function", "lengths", "truncated")
+
+
+class ReferenceCacheError(ConfigError):
+    """A cache that does not fit this run's config; the message names the field, shard or
+    prompt."""
+
+
+class ReferenceBatch(NamedTuple):
+    """Cached reference results for B prompts, shaped as the step's own `Scored` tensors."""
+
+    rewards: torch.Tensor  # [B, G] weighted sum (combine_rewards)
+    valid: torch.Tensor  # [B, G] bool: some function applied
+    per_function: torch.Tensor  # [K, B·G] NaN = not applicable
+    lengths: torch.Tensor  # [B, G] completion tokens, EOS excluded
+    truncated: torch.Tensor  # [B, G] bool: hit max_completion_length
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How rows and draws are cut into shards; part of what a shard's contents depend on."""
+
+    num_rows: int
+    rows_per_shard: int
+    draws: int
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_rows / self.rows_per_shard)
+
+    def shard_rows(self, shard: int) -> range:
+        start = shard * self.rows_per_shard
+        return range(start, min(start + self.rows_per_shard, self.num_rows))
+
+
+# fingerprint -------------------------------------------------------------------------------
+
+
+def reference_fingerprint(
+    config: Any, reference_model: Any, rows: list[PromptRow], tokenizer: Any
+) -> dict[str, Any]:
+    """Every setting the reference rollouts depend on, by name, as JSON values.
+
+    `rows` are the prepared rows (after filtering), in training order; the cache is indexed
+    by their `index`, their position in this list. Under LoRA pass the base model (or the
+    peft model: its adapters are left out of the weight hash).
+    """
+    from aapo.data.prompts import resolve_system_prompt, resolve_user_template
+    from aapo.rollout.sampler import _eos_ids
+
+    fingerprint = {
+        "reference_weights": weights_sha256(reference_model),
+        "tokenizer": _sha256_json(sorted(tokenizer.get_vocab().items())),
+        "eos_token_ids": _eos_ids(reference_model, tokenizer),
+        "system_prompt": resolve_system_prompt(config.system_prompt),
+        "prompt_template": resolve_user_template(config.prompt_template),
+        "rendered_prompts": _sha256_json([row.prompt_ids for row in rows]),
+        "dataset": _sha256_json([row.columns for row in rows]),
+        "num_rows": len(rows),
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_completion_length": config.max_completion_length,
+        "max_prompt_length": config.max_prompt_length,
+        "num_generations": config.num_generations,
+        "reward_funcs": list(config.reward_funcs),
+        "reward_weights": list(config.reward_weights or [1.0] * len(config.reward_funcs)),
+        "reward_kwargs": config.reward_kwargs,
+        "seed": config.seed,
+    }
+    return json.loads(json.dumps(fingerprint))  # tuples → lists: compare as stored
+
+
+def weights_sha256(model: Any) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor; LoRA adapters left out."""
+    if hasattr(model, "get_base_model"):  # peft: the reference is the base weights
+        state = {
+            name.replace(".base_layer.", "."): tensor
+            for name, tensor in model.get_base_model().state_dict().items()
+            if "lora_" not in name
+        }
+    else:
+        state = model.state_dict()
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _sha256_json(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """'field: cache X, run Y' for every field that differs (or exists on one side only)."""
+    out = []
+    for name in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(name, "<absent>"), wanted.get(name, "<absent>")
+        if a != b:
+            out.append(f"{name}: cache {_short(a)}, run {_short(b)}")
+    return out
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# storage ------------------------------------------------------------------------------------
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}.safetensors"
+
+
+def shard_header(fingerprint: dict[str, Any], layout: Layout, shard: int) -> dict[str, Any]:
+    """What a shard records about itself, so a resumed build can trust or refuse it."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "layout": vars(layout),
+        "shard": shard,
+    }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a unique temporary name, flush to disk, rename: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(
+    directory: Path, shard: int, tensors: dict[str, torch.Tensor], header: dict[str, Any]
+) -> None:
+    from safetensors.torch import save
+
+    # one metadata key: safetensors writes several in no fixed order, and shards must be
+    # byte-identical however they were built
+    metadata = {"aapo": json.dumps(header, sort_keys=True)}
+    atomic_write(directory / shard_name(shard), save(tensors, metadata=metadata))
+
+
+def read_shard_header(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get("aapo", "{}"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(
+    directory: Path, fingerprint: dict, layout: Layout, reward_names: list[str], info: dict
+) -> Path:
+    """The manifest, once every shard exists; identical whichever process writes it."""
+    shards = [shard_name(s) for s in range(layout.num_shards)]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "layout": vars(layout),
+        "num_shards": layout.num_shards,
+        "reward_names": reward_names,
+        "shards": {name: file_sha256(directory / name) for name in shards},
+        "info": info,
+    }
+    path = directory / MANIFEST
+    atomic_write(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.exists():
+        done = len(list(directory.glob("shard-*.safetensors"))) if directory.is_dir() else 0
+        raise ReferenceCacheError(
+            f"{path} does not exist: the reference cache is missing or unfinished ({done} "
+            "shards written); run `aapo reference` with this run's config to build or finish it"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ReferenceCacheError(f"{path} is not valid JSON ({err.msg})") from err
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ReferenceCacheError(
+            f"{path}: format_version {manifest.get('format_version')!r}, this aapo reads "
+            f"{FORMAT_VERSION}; rebuild the cache"
+        )
+    return manifest
+
+
+# lookup -------------------------------------------------------------------------------------
+
+
+class ReferenceCache:
+    """A verified cache held in memory: `[R, D, G]` tensors (R prompts, D draws)."""
+
+    def __init__(
+        self, path: Path, manifest: dict, tensors: dict[str, torch.Tensor], problems: list[str]
+    ) -> None:
+        self.path = path
+        self.layout = Layout(**manifest["layout"])
+        self.reward_names: list[str] = manifest["reward_names"]
+        self.tensors = tensors
+        self.problems = problems  # for error messages
+
+    @classmethod
+    def open(
+        cls, path: str | Path, fingerprint: dict[str, Any], problems: list[str] | None = None
+    ) -> ReferenceCache:
+        """Check the manifest against `fingerprint` and every shard against its checksum.
+
+        `problems` (the rows' problem texts, optional) lets running out of draws name the
+        prompt."""
+        directory = Path(path)
+        manifest = read_manifest(directory)
+        differences = fingerprint_differences(manifest["fingerprint"], fingerprint)
+        if differences:
+            raise ReferenceCacheError(
+                f"reference cache {directory} was built with other settings; differing "
+                "fields:\n  " + "\n  ".join(differences)
+            )
+        parts = [cls._load_shard(directory, name, sha) for name, sha in manifest["shards"].items()]
+        tensors = {key: torch.cat([part[key] for part in parts]) for key in (*FIELDS, "rows")}
+        layout = Layout(**manifest["layout"])
+        shape = (layout.num_rows, layout.draws, fingerprint["num_generations"])
+        if not torch.equal(tensors.pop("rows"), torch.arange(layout.num_rows)) or any(
+            value.shape[:3] != shape for value in tensors.values()
+        ):
+            raise ReferenceCacheError(
+                f"reference cache {directory}: its shards do not hold rows 0..{layout.num_rows - 1}"
+                f" once each with {layout.draws} draws of G={shape[2]}; rebuild it"
+            )
+        return cls(directory, manifest, tensors, list(problems or []))
+
+    @staticmethod
+    def _load_shard(directory: Path, name: str, sha256: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load
+
+        path = directory / name
+        if not path.exists():
+            raise ReferenceCacheError(f"reference cache shard {path} is missing")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ReferenceCacheError(
+                f"reference cache shard {path} is corrupted: its sha256 differs from "
+                f"{directory / MANIFEST}; delete the shard and the manifest and rerun "
+                "`aapo reference` to rebuild it"
+            )
+        return load(data)
+
+    @property
+    def draws(self) -> int:
+        return self.layout.draws
+
+    def require_draws(self, needed: int) -> None:
+        """Fail before training, not at the step that runs out, when a run will meet its
+        prompts more often than the cache has draws."""
+        if needed > self.layout.draws:
+            raise ReferenceCacheError(
+                f"this run meets each prompt up to {needed} times (epochs) but reference cache "
+                f"{self.path} has {self.layout.draws} draws per prompt; rebuild it with "
+                f"reference_draws >= {needed}"
+            )
+
+    def take(self, row_indices: list[int], uses: list[int]) -> ReferenceBatch:
+        """Draw `uses[i]` of prompt `row_indices[i]` (the lead passes the epoch it is met in)."""
+        if len(row_indices) != len(uses):
+            raise ValueError(f"{len(row_indices)} row indices but {len(uses)} uses")
+        for row, use in zip(row_indices, uses, strict=True):
+            if not 0 <= row < self.layout.num_rows:
+                raise ReferenceCacheError(
+                    f"row {row} is outside the reference cache's {self.layout.num_rows} prompts"
+                )
+            if not 0 <= use < self.layout.draws:
+                problem = self.problems[row] if row < len(self.problems) else f"row {row}"
+                raise ReferenceCacheError(
+                    f"reference cache {self.path} has {self.layout.draws} draws per prompt; "
+                    f"draw {use} of prompt {_short(problem, 60)} (row {row}) was asked for. "
+                    "Rebuild it with a larger reference_draws"
+                )
+        rows, draws = torch.tensor(row_indices), torch.tensor(uses)
+        picked = {key: value[rows, draws] for key, value in self.tensors.items()}  # [B, G, ...]
+        return ReferenceBatch(
+            rewards=picked["rewards"],
+            valid=picked["valid"],
+            per_function=picked["per_function"].reshape(-1, len(self.reward_names)).T,
+            lengths=picked["lengths"],
+            truncated=picked["truncated"],
+        )

@@ -1,0 +1,230 @@
+"""The named parts a `Trainer` is assembled from, one small builder each.
+
+Each builder takes the validated config (and what earlier builders made) and returns one part:
+the rewards, the training data, the policy, the frozen reference, the optimizer and scheduler,
+the samplers, and the estimator's options. The trainer calls them in a fixed order, so a
+mistyped reward or a bad dataset fails before any model is loaded.
+
+Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the step itself
+(step.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from aapo.algorithms import AdvantageEstimator, get_algorithm
+from aapo.config import ConfigError
+from aapo.data.datasets import load_problems
+from aapo.data.rows import PromptRow, prepare_rows
+from aapo.models import load_model
+from aapo.rewards import configure_default_grader, reward_parameters
+from aapo.rollout import HFSampler, Sampler
+from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
+from aapo.training.config import BatchLayout, TrainConfig
+from aapo.training.logprobs import completion_logprobs
+from aapo.training.reference import AdapterDisabledSampler, frozen_copy
+from aapo.training.scoring import RewardScorer
+from aapo.training.update import MicroBatch
+
+
+def prepare_config(config: TrainConfig) -> TrainConfig:
+    """Import the user's plug-ins (they register estimators, losses, rewards), then let the
+    algorithm's defaults (e.g. DAPO's epsilon_high) fill options the user left unset."""
+    for module in config.imports:
+        importlib.import_module(module)
+    algorithm = get_algorithm(config.algorithm)
+    pristine = TrainConfig()
+    changes = {
+        k: v for k, v in algorithm.defaults.items() if getattr(config, k) == getattr(pristine, k)
+    }
+    return replace(config, **changes) if changes else config
+
+
+def advantage_options(config: TrainConfig, estimator: AdvantageEstimator) -> dict[str, Any]:
+    """The estimator's keyword options, picked from the config by the estimator's own
+    signature, plus `advantage_kwargs` for options that are not config keys."""
+    known = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    accepts = estimator.accepts  # None: the estimator takes **kwargs
+    options = {k: v for k, v in known.items() if accepts is not None and k in accepts}
+    unknown = [] if accepts is None else sorted(set(config.advantage_kwargs) - accepts)
+    if unknown:
+        raise ValueError(
+            f"advantage_kwargs {unknown} are not options of estimator {estimator.name!r} "
+            f"(it takes {sorted(accepts)})"
+        )
+    return {**options, **config.advantage_kwargs}
+
+
+def build_scorer(
+    config: TrainConfig, functions: Mapping[str, Callable[..., list]] | None = None
+) -> RewardScorer:
+    """The weighted reward functions: `functions` (name → callable) when given, else the
+    config's `reward_funcs` by name or import path."""
+    # a grading batch must give up before the scorer abandons the reward call around it
+    configure_default_grader(batch_timeout=max(1.0, 0.8 * config.reward_timeout))
+    if functions is None:  # user functions by import path run in killable worker processes
+        try:
+            return RewardScorer.from_specs(
+                config.reward_funcs,
+                {spec: _reward_params(spec, config) for spec in config.reward_funcs},
+                config.reward_weights,
+                config.reward_timeout,
+                imports=config.imports,
+            )
+        except (ValueError, TypeError) as err:  # unknown name, bad import path or parameters
+            raise ConfigError(f"reward_funcs: {err}") from err
+    weights = config.reward_weights
+    if weights is not None and len(weights) != len(functions):
+        raise ValueError(f"{len(weights)} reward_weights for {len(functions)} reward functions")
+    return RewardScorer(list(functions), list(functions.values()), weights, config.reward_timeout)
+
+
+def _reward_params(spec: str, config: TrainConfig) -> dict[str, Any]:
+    """The user's parameters; a length-aware reward's cap defaults to max_completion_length."""
+    params = dict(config.reward_kwargs.get(spec, {}))
+    if "max_length" in reward_parameters(spec) and "max_length" not in params:
+        params["max_length"] = config.max_completion_length
+    return params
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The prepared prompts and how many steps they make."""
+
+    rows: list[PromptRow]
+    skipped_prompts: int  # longer than max_prompt_length
+    steps_per_epoch: int  # optimizer steps
+    total_steps: int
+
+    @property
+    def epochs_started(self) -> int:
+        """The most times the run meets one prompt (at most once per epoch)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def epoch_prompts(self, layout: BatchLayout) -> int:
+        """Prompts an epoch uses: whole generation batches (the remainder waits a turn)."""
+        return len(self.rows) // layout.generation_prompts * layout.generation_prompts
+
+
+def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
+    rows = load_problems(
+        config.dataset_name, config.dataset_split, config.seed, config.dataset_size
+    )
+    prepared, skipped = prepare_rows(
+        rows, tokenizer, config.system_prompt, config.prompt_template, config.max_prompt_length
+    )
+    batches_per_epoch = len(prepared) // layout.generation_prompts
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"{len(prepared)} usable prompts is fewer than one generation batch's "
+            f"{layout.generation_prompts}"
+        )
+    steps_per_epoch = batches_per_epoch * layout.steps_per_generation_batch
+    total = (
+        config.max_steps
+        if config.max_steps > 0
+        else math.ceil(config.num_train_epochs * steps_per_epoch)
+    )
+    return TrainData(prepared, skipped, steps_per_epoch, total)
+
+
+def build_policy(config: TrainConfig, device: Any) -> Any:
+    """The model to train: loaded, optionally checkpointed, optionally with LoRA adapters."""
+    model = load_model(config.model_name_or_path, config.dtype, device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return _with_lora(model, config) if config.use_peft else model
+
+
+def build_reference(config: TrainConfig, policy: Any, needs_reference: bool) -> Any | None:
+    """A frozen copy of the initial weights when the estimator samples the reference or the
+    KL term needs it; None under LoRA, where the reference is the adapter-disabled base."""
+    if config.use_peft or not (needs_reference or config.beta > 0):
+        return None
+    return frozen_copy(policy)
+
+
+def open_reference_cache(
+    config: TrainConfig, reference: Any, data: TrainData, tokenizer: Any
+) -> ReferenceCache:
+    """The precomputed reference rollouts, checked against this run: every setting they
+    depend on (computed from the initial weights, so call it before any update) and enough
+    draws for the epochs the run starts."""
+    fingerprint = reference_fingerprint(config, reference, data.rows, tokenizer)
+    cache = ReferenceCache.open(
+        config.reference_cache, fingerprint, [row.problem for row in data.rows]
+    )
+    cache.require_draws(data.epochs_started)
+    return cache
+
+
+def build_optimizer(config: TrainConfig, model: Any) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    return get_scheduler(
+        config.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=config.lr_scheduler_kwargs or None,
+    )
+
+
+def build_reference_sampler(
+    config: TrainConfig, policy_sampler: Sampler, policy: Any, reference_model: Any, tokenizer: Any
+) -> Sampler:
+    """Samples of π_ref: the frozen copy, or the policy with its LoRA adapters disabled."""
+    if config.use_peft:
+        return AdapterDisabledSampler(policy_sampler, policy)
+    return HFSampler(reference_model, tokenizer)
+
+
+def build_reference_logprobs(
+    config: TrainConfig, policy: Any, reference_model: Any | None
+) -> Callable[[MicroBatch], torch.Tensor] | None:
+    """log π_ref of a micro-batch's completions for the KL term (beta > 0): from the frozen
+    copy, or, under LoRA, from the same model with its adapters disabled."""
+    if config.beta <= 0:
+        return None
+
+    def reference(mb: MicroBatch) -> torch.Tensor:
+        columns = mb.mask.shape[1]
+        if config.use_peft:
+            with policy.disable_adapter():
+                return completion_logprobs(policy, mb.input_ids, mb.attention, columns)
+        return completion_logprobs(reference_model, mb.input_ids, mb.attention, columns)
+
+    return reference
+
+
+def _with_lora(model: Any, config: TrainConfig) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ImportError("use_peft needs peft: pip install aapo[peft]") from err
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)

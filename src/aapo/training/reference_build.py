@@ -1,0 +1,230 @@
+"""`aapo reference`: sample and score the frozen reference's rollouts once, into a cache.
+
+The reference is the model as loaded (under LoRA that is the base the adapters sit on). Rows
+are loaded and filtered exactly as training loads them, and the cache is indexed by position
+in that list. Shards are independent units of work: shard s is sampled with torch's RNG seeded
+from (seed, s), so its contents do not depend on which process builds it, in what order, or
+whether an earlier attempt was killed. Processes (`accelerate launch`) take shards round-robin
+and skip the ones already on disk; whichever process sees the last shard land writes the
+manifest. Scoring goes through the trainer's `RewardScorer` in chunks of a step's size, so
+timeouts and "not applicable" scores behave as during a step. Left out: vLLM sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from aapo.algorithms import combine_rewards
+from aapo.config import ConfigError
+from aapo.data.rows import PromptRow
+from aapo.models import load_model, load_tokenizer
+from aapo.rollout.reference_cache import (
+    MANIFEST,
+    Layout,
+    ReferenceCacheError,
+    fingerprint_differences,
+    read_manifest,
+    read_shard_header,
+    reference_fingerprint,
+    shard_header,
+    shard_name,
+    write_manifest,
+    write_shard,
+)
+from aapo.rollout.sampler import HFSampler, SamplingParams
+from aapo.training import builders
+from aapo.training.collect import score
+from aapo.training.config import TrainConfig
+from aapo.training.scoring import RewardScorer
+
+log = logging.getLogger("aapo")
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """A 63-bit torch seed for one shard; distinct shards get unrelated streams."""
+    digest = hashlib.sha256(f"aapo-reference:{seed}:{shard}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def build_reference_cache(
+    config: TrainConfig, process_index: int | None = None, num_processes: int | None = None
+) -> Path:
+    """Fill `config.reference_cache` with this process's shards; return the directory.
+
+    `process_index`/`num_processes` default to the accelerate launch's; pass them to split
+    the work by hand."""
+    from accelerate import Accelerator
+
+    _check_options(config)
+    config = builders.prepare_config(config)
+    state = Accelerator()  # as the trainer: reads accelerate launch's settings (--cpu, ...)
+    index = state.process_index if process_index is None else process_index
+    count = state.num_processes if num_processes is None else num_processes
+
+    scorer = builders.build_scorer(config)  # first: a bad reward fails before loading
+    try:
+        return _fill(config, scorer, state.device, index, count)
+    finally:
+        scorer.close()
+
+
+def _fill(config: TrainConfig, scorer: RewardScorer, device: Any, index: int, count: int) -> Path:
+    tokenizer = load_tokenizer(config.model_name_or_path)
+    data = builders.build_data(config, tokenizer, config.batch_layout(count))
+    model = load_model(config.model_name_or_path, config.dtype, device)
+    model.eval()
+    model.requires_grad_(False)
+    rows = data.rows
+    fingerprint = reference_fingerprint(config, model, rows, tokenizer)
+    rows_per_shard = max(1, config.reference_batch_size // config.num_generations)
+    draws = config.reference_draws or data.epochs_started
+    layout = Layout(len(rows), rows_per_shard, draws)
+    directory = Path(config.reference_cache)
+    directory.mkdir(parents=True, exist_ok=True)
+    if _finished(directory, fingerprint, layout):
+        log.info("reference cache %s is complete; nothing to do", directory)
+        return directory
+
+    done = _done_shards(directory, fingerprint, layout)
+    mine = range(index, layout.num_shards, count)  # round-robin
+    todo = [s for s in mine if s not in done]
+    already = len(mine) - len(todo)
+    plan = f"{layout}, G={config.num_generations}, {layout.num_shards} shards"
+    log.info(
+        "reference cache %s: %s; process %d/%d builds %d of %d shards (%d already done)",
+        directory, plan, index, count, len(todo), layout.num_shards, already,
+    )  # fmt: skip
+    sampler = HFSampler(model, tokenizer, max_batch_size=config.reference_batch_size)
+    bar = tqdm(total=len(mine), initial=already, desc="reference", disable=index != 0)
+    for shard in todo:
+        shard_rows = [rows[i] for i in layout.shard_rows(shard)]
+        tensors = sample_shard(sampler, scorer, shard_rows, config, layout.draws, shard)
+        tensors["rows"] = torch.tensor(list(layout.shard_rows(shard)), dtype=torch.int64)
+        write_shard(directory, shard, tensors, shard_header(fingerprint, layout, shard))
+        bar.update(1)
+    bar.close()
+    _log_reward_events(scorer)
+    if len(_done_shards(directory, fingerprint, layout)) == layout.num_shards:
+        _finish(directory, fingerprint, layout, scorer.names, config)
+    return directory
+
+
+def _finish(
+    directory: Path, fingerprint: dict, layout: Layout, names: list[str], config: Any
+) -> None:
+    """Every shard exists: write the manifest (identical whichever process gets here)."""
+    info = {"model_name_or_path": config.model_name_or_path, "dataset_name": config.dataset_name}
+    write_manifest(directory, fingerprint, layout, list(names), info)
+    for stale in directory.glob(".shard-*.tmp"):  # from killed attempts; all shards exist
+        stale.unlink(missing_ok=True)
+    log.info("reference cache complete: %s", directory / MANIFEST)
+
+
+def sample_shard(
+    sampler: HFSampler,
+    scorer: RewardScorer,
+    rows: list[PromptRow],
+    config: TrainConfig,
+    draws: int,
+    shard: int,
+) -> dict[str, torch.Tensor]:
+    """Sample D groups of G for each of the P rows, seeded by (seed, shard), and score them."""
+    G, P, K = config.num_generations, len(rows), len(scorer.names)
+    params = SamplingParams(G, config.temperature, config.top_p, config.max_completion_length)
+    prompts = [row.prompt_ids for row in rows for _ in range(draws)]  # [P·D], row-major
+    device = next(sampler.model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(shard_seed(config.seed, shard))
+        samples = [s for group in sampler.generate(prompts, params) for s in group]  # [P·D·G]
+    per_function = _score(scorer, rows, samples, draws * G, _scoring_chunk(config))  # [K, N]
+    rewards, valid = combine_rewards(per_function, scorer.weights)
+    return {
+        "rewards": rewards.reshape(P, draws, G).contiguous(),
+        "valid": valid.reshape(P, draws, G).contiguous(),
+        "per_function": per_function.T.reshape(P, draws, G, K).contiguous(),
+        "lengths": torch.tensor(
+            [len(s.completion_ids) for s in samples], dtype=torch.int32
+        ).reshape(P, draws, G),
+        "truncated": torch.tensor([s.truncated for s in samples]).reshape(P, draws, G),
+    }
+
+
+def _score(
+    scorer: RewardScorer, rows: list[PromptRow], samples: list, per_row: int, chunk: int
+) -> torch.Tensor:
+    """[K, N] scores through the step's own reward call, about a step's worth at a time."""
+    rows_per_call = max(1, chunk // per_row)
+    parts = []
+    for start in range(0, len(rows), rows_per_call):
+        some = rows[start : start + rows_per_call]
+        mine = samples[start * per_row : (start + len(some)) * per_row]
+        parts.append(score(scorer, some, mine, per_row).per_function)
+    return torch.cat(parts, dim=1)
+
+
+def _scoring_chunk(config: TrainConfig) -> int:
+    """Completions one process scores per step: reward timeouts mean the same thing here."""
+    return config.per_device_train_batch_size * config.gradient_accumulation_steps
+
+
+def _check_options(config: Any) -> None:
+    if not config.reference_cache:
+        raise ConfigError("aapo reference needs reference_cache: the directory to write")
+    if config.reference_draws is not None and config.reference_draws < 1:
+        raise ConfigError(f"reference_draws must be >= 1, got {config.reference_draws}")
+    if config.reference_batch_size < 1:
+        raise ConfigError(f"reference_batch_size must be >= 1, got {config.reference_batch_size}")
+
+
+def _finished(directory: Path, fingerprint: dict, layout: Layout) -> bool:
+    """True when a manifest for exactly this setup exists; one for another setup is an error."""
+    if not (directory / MANIFEST).exists():
+        return False
+    manifest = read_manifest(directory)
+    differences = fingerprint_differences(manifest["fingerprint"], fingerprint)
+    differences += fingerprint_differences(manifest["layout"], vars(layout))
+    if differences:
+        raise ReferenceCacheError(
+            f"{directory} already holds a reference cache built with other settings; choose "
+            "another reference_cache or delete it. Differing fields:\n  " + "\n  ".join(differences)
+        )
+    return True
+
+
+def _done_shards(directory: Path, fingerprint: dict, layout: Layout) -> set[int]:
+    """Shards already written for this setup; a shard from another setup is an error."""
+    done = set()
+    for shard in range(layout.num_shards):
+        path = directory / shard_name(shard)
+        if not path.exists():
+            continue
+        try:
+            header = read_shard_header(path)
+        except Exception as err:  # unreadable: not ours to trust, so it is sampled again
+            log.warning("%s is unreadable (%s); it will be rebuilt", path, err)
+            continue
+        differences = fingerprint_differences(header.get("fingerprint", {}), fingerprint)
+        differences += fingerprint_differences(header.get("layout", {}), vars(layout))
+        if differences:
+            raise ReferenceCacheError(
+                f"{path} was built with other settings; choose another reference_cache or "
+                "delete it. Differing fields:\n  " + "\n  ".join(differences)
+            )
+        done.add(shard)
+    return done
+
+
+def _log_reward_events(scorer: RewardScorer) -> None:
+    events = {
+        key: value
+        for key, value in scorer.pop_metrics().items()
+        if key.endswith(("/errors", "/timeouts")) and value > 0
+    }
+    if events:
+        log.warning("reference scoring events (scores stored as not applicable): %s", events)

@@ -1,0 +1,203 @@
+"""Steps 5-6 of Algorithm 1: the loss over micro-batches and one optimizer step.
+
+A generation batch is cut into micro-batches of `per_device_train_batch_size` completions,
+packed once. Each optimizer step consumes `gradient_accumulation_steps` of them; its loss
+normalisers (tokens, sequences) count that whole step over every process, so the gradient does
+not depend on how the step is split into micro-batches or processes. Log-probabilities that do
+not change during the updates on a batch (the sampling policy's, for the ratio when updates are
+off-policy; the reference's, for the KL term) are computed once per generation batch.
+
+Left out: sampling and scoring (collect.py), advantages (step.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aapo.algorithms import aggregate_loss, k3_kl
+from aapo.rollout import Sample
+from aapo.training.logprobs import completion_logprobs, pack
+
+
+@dataclass
+class MicroBatch:
+    """Packed completions of one micro-batch, on the training device."""
+
+    input_ids: torch.Tensor  # [n, P+T]
+    attention: torch.Tensor  # [n, P+T]
+    mask: torch.Tensor  # [n, T]: tokens in the loss
+    advantages: torch.Tensor  # [n]
+    old_logps: torch.Tensor | None = None  # [n, T], the sampling policy's (off-policy updates)
+    ref_logps: torch.Tensor | None = None  # [n, T], the reference's (KL term)
+
+    @property
+    def num_tokens(self) -> float:
+        return float(self.mask.sum().item())
+
+
+@dataclass
+class UpdateResult:
+    loss: float
+    grad_norm: float
+    num_tokens: int
+    kl: float | None
+    clip_fractions: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """What the loss of one optimizer step needs besides the micro-batches."""
+
+    loss_fn: Callable[..., Any]
+    aggregation: str
+    epsilon_low: float
+    epsilon_high: float | None
+    beta: float
+    max_completion_length: int
+    max_grad_norm: float
+
+
+def micro_batches(
+    prompt_ids: list[list[int]],
+    samples: list[Sample],
+    advantages: torch.Tensor,
+    *,
+    size: int,
+    pad_id: int,
+    mask_truncated: bool,
+    device: Any,
+) -> list[MicroBatch]:
+    """Cut `samples` ([N_local], group-major; prompt b's group follows prompt_ids[b]) into
+    micro-batches of `size` completions."""
+    G = len(samples) // len(prompt_ids)
+    prompts = [p for p in prompt_ids for _ in range(G)]  # [N_local]
+    out = []
+    for start in range(0, len(samples), size):
+        chunk = slice(start, start + size)
+        completions = [s.completion_ids for s in samples[chunk]]
+        input_ids, attention, mask = pack(prompts[chunk], completions, pad_id)
+        keep = [not (mask_truncated and s.truncated) for s in samples[chunk]]
+        mask = mask * torch.tensor(keep, dtype=mask.dtype).unsqueeze(1)
+        out.append(
+            MicroBatch(
+                input_ids.to(device),
+                attention.to(device),
+                mask.to(device),
+                advantages[chunk].to(device),
+            )
+        )
+    return out
+
+
+@torch.no_grad()
+def fill_fixed_logprobs(
+    batches: list[MicroBatch],
+    *,
+    policy: Any | None,
+    reference_logprobs: Callable[[MicroBatch], torch.Tensor] | None,
+) -> None:
+    """Log-probs that stay fixed during a generation batch's updates, computed once: the
+    sampling policy's (when `policy` is given) and the reference's (when a KL term needs it)."""
+    for mb in batches:
+        if policy is not None:
+            mb.old_logps = completion_logprobs(policy, mb.input_ids, mb.attention, mb.mask.shape[1])
+        if reference_logprobs is not None:
+            mb.ref_logps = reference_logprobs(mb)
+
+
+def optimizer_step(
+    batches: list[MicroBatch],
+    settings: LossSettings,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    accelerator: Any,
+) -> UpdateResult:
+    """Accumulate the loss of `batches` (one optimizer step) and step the optimizer."""
+    acc = accelerator
+    totals = acc.reduce(
+        torch.tensor(
+            [sum(mb.num_tokens for mb in batches), sum(len(mb.mask) for mb in batches)],
+            dtype=torch.float64,
+        ),
+        "sum",
+    )
+    num_tokens, num_sequences = totals[0].item(), int(totals[1].item())
+    # DDP averages gradients over processes; each process's loss is already a share of the
+    # global sum, so undo that average
+    scale = acc.num_processes
+    total_loss, kl_sum, clip_sums = 0.0, 0.0, {}
+    model.train()
+    for index, mb in enumerate(batches):
+        last = index == len(batches) - 1
+        with contextlib.nullcontext() if last else acc.no_sync(model):
+            loss, kl, masks = _micro_batch_loss(model, mb, settings, num_tokens, num_sequences)
+            acc.backward(loss * scale)
+        total_loss += loss.item()
+        if kl is not None:
+            kl_sum += (kl.detach() * mb.mask).sum().item()
+        for key, flags in masks.items():
+            clip_sums[key] = clip_sums.get(key, 0.0) + (flags.float() * mb.mask).sum().item()
+
+    grad_norm = _clip_and_step(model, optimizer, scheduler, acc, settings.max_grad_norm)
+    reduced = acc.reduce(
+        torch.tensor([total_loss, kl_sum, *clip_sums.values()], dtype=torch.float64), "sum"
+    ).tolist()
+    denominator = max(num_tokens, 1.0)
+    return UpdateResult(
+        loss=reduced[0],
+        grad_norm=grad_norm,
+        num_tokens=int(num_tokens),
+        kl=reduced[1] / denominator if settings.beta > 0 else None,
+        clip_fractions={k: v / denominator for k, v in zip(clip_sums, reduced[2:], strict=True)},
+    )
+
+
+def _micro_batch_loss(
+    model: Any, mb: MicroBatch, settings: LossSettings, num_tokens: float, num_sequences: int
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    logps = completion_logprobs(model, mb.input_ids, mb.attention, mb.mask.shape[1])
+    # on-policy (the first update on a batch, no stored old log-probs): ρ = 1 in value
+    old = mb.old_logps if mb.old_logps is not None else logps.detach()
+    per_token, masks = settings.loss_fn(
+        logps,
+        advantages=mb.advantages,
+        old_logps=old,
+        epsilon_low=settings.epsilon_low,
+        epsilon_high=settings.epsilon_high,
+    )
+    kl = None
+    if settings.beta > 0 and mb.ref_logps is not None:
+        kl = k3_kl(logps, mb.ref_logps)
+        per_token = per_token + settings.beta * kl
+    loss = aggregate_loss(
+        per_token,
+        mb.mask,
+        settings.aggregation,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        max_completion_length=settings.max_completion_length,
+    )
+    return loss, kl, masks
+
+
+def _clip_and_step(
+    model: Any, optimizer: Any, scheduler: Any, acc: Any, max_grad_norm: float
+) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if max_grad_norm > 0:
+        norm = acc.clip_grad_norm_(params, max_grad_norm)
+    else:
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
+        )
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)

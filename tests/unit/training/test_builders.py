@@ -1,0 +1,127 @@
+"""The trainer's named builders: options flow to estimators by signature, defaults fill unset
+options, and bad rewards fail before any model loads."""
+
+import pytest
+
+from aapo.algorithms import AdvantageResult, get_advantage, register_advantage
+from aapo.config import load_config
+from aapo.training import builders
+from aapo.training.config import TrainConfig
+
+RECEIVED: list[float] = []
+
+
+@register_advantage("scaled_by_gain_for_tests")
+def scaled_by_gain(rewards, *, valid=None, gain: float = 1.0):
+    """A user's estimator with an option no config key knows: it receives it from YAML."""
+    RECEIVED.append(gain)
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    return AdvantageResult(gain * centred, {})
+
+
+def test_user_estimator_option_arrives_from_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "advantage_estimator: scaled_by_gain_for_tests\nadvantage_kwargs: {gain: 3.0}\n"
+    )
+    config = load_config(TrainConfig, path, [])
+    options = builders.advantage_options(config, get_advantage("scaled_by_gain_for_tests"))
+    assert options == {"gain": 3.0}  # no config key is named `gain`: only the mapping has it
+
+
+def test_aapo_gets_its_options_by_signature_and_nothing_else(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("delta_high: 0.5\ndelta_low: -0.1\nmomentum_clip: false\n")
+    config = load_config(TrainConfig, path, [])
+    options = builders.advantage_options(config, get_advantage("aapo"))
+    assert options == {
+        "delta_low": -0.1,
+        "delta_high": 0.5,
+        "momentum_clip": False,
+        "scale_rewards": "group",
+    }
+    grpo = builders.advantage_options(config, get_advantage("grpo"))
+    assert grpo == {"scale_rewards": "group"}  # no AAPO option leaks into GRPO
+
+
+def test_unknown_advantage_kwarg_is_named():
+    config = TrainConfig(advantage_kwargs={"gian": 2.0})
+    with pytest.raises(ValueError, match=r"\['gian'\] are not options of estimator 'aapo'"):
+        builders.advantage_options(config, get_advantage("aapo"))
+
+
+def test_advantage_kwargs_may_not_shadow_config_keys():
+    with pytest.raises(ValueError, match=r"advantage_kwargs sets \['delta_high'\]"):
+        TrainConfig(advantage_kwargs={"delta_high": 0.3})
+
+
+def test_algorithm_defaults_fill_only_unset_options():
+    assert builders.prepare_config(TrainConfig(algorithm="dapo")).epsilon_high == 0.28
+    assert builders.prepare_config(TrainConfig(algorithm="grpo")).epsilon_high is None
+    chosen = TrainConfig(algorithm="dapo", epsilon_high=0.4)
+    assert builders.prepare_config(chosen).epsilon_high == 0.4
+
+
+def test_injected_reward_functions_and_weights():
+    def one(prompts, completions, **kwargs):
+        return [1.0] * len(completions)
+
+    config = TrainConfig(reward_funcs=["format"], reward_weights=[2.0])
+    scorer = builders.build_scorer(config, {"one": one})
+    assert scorer.names == ["one"]
+    assert scorer.weights.tolist() == [2.0]
+    with pytest.raises(ValueError, match="2 reward_weights for 1 reward functions"):
+        builders.build_scorer(TrainConfig(reward_weights=[1.0, 1.0]), {"one": one})
+
+
+def test_bad_reward_fails_before_any_model_loads(tmp_path, monkeypatch):
+    from aapo.training import trainer
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the reward was checked")
+
+    monkeypatch.setattr(builders, "load_model", must_not_load)
+    monkeypatch.setattr(trainer, "load_tokenizer", must_not_load)
+    config = TrainConfig(reward_funcs=["acuracy"], output_dir=str(tmp_path), report_to=[])
+    with pytest.raises(ValueError, match="unknown reward 'acuracy'"):
+        trainer.Trainer(config)
+
+
+def test_batch_layout_is_derived_once():
+    layout = TrainConfig(
+        num_generations=4, per_device_train_batch_size=8, gradient_accumulation_steps=2
+    ).batch_layout(num_processes=2)
+    # 8 × 2 = 16 completions per process = 4 prompts × G; 2 processes → 8 prompts, 32 completions
+    assert (layout.prompts_per_process, layout.prompts_per_step) == (4, 8)
+    assert layout.completions_per_step == 32
+
+
+def test_estimator_receives_gain_in_a_real_step(tmp_path):
+    """End to end: YAML → config → registry → the user's estimator, in a training step."""
+    from aapo.models import load_tokenizer
+    from aapo.rollout import Sample
+    from aapo.training.trainer import Trainer
+
+    tokenizer = load_tokenizer("bundled")
+    texts = ["<think> 1 </think> <answer> \\boxed{1} </answer>", "<think> 2 </think>"]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    class Crafted:
+        def generate(self, prompts, params):
+            return [
+                [Sample(list(ids[i % 2]), texts[i % 2], False) for i in range(params.n)]
+                for _ in prompts
+            ]
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "advantage_estimator: scaled_by_gain_for_tests\nadvantage_kwargs: {gain: 7.0}\n"
+        "num_generations: 2\nper_device_train_batch_size: 4\ngradient_accumulation_steps: 1\n"
+        f"max_steps: 1\ndataset_size: 16\nreport_to: []\noutput_dir: {tmp_path / 'run'}\n"
+    )
+    RECEIVED.clear()
+    trainer = Trainer(
+        load_config(TrainConfig, path, []), policy_sampler=Crafted(), reference_sampler=Crafted()
+    )
+    trainer.train()
+    assert RECEIVED == [7.0]
