@@ -118,8 +118,7 @@ def ensure_smollm2() -> Path:
         return target
     if importlib.util.find_spec("gguf") is None:
         raise ModuleNotFoundError(
-            f"converting {SMOLLM2!r} from its GGUF file needs the `gguf` package: "
-            f"{SMOLLM2_INSTALL}"
+            f"converting {SMOLLM2!r} from its GGUF file needs the `gguf` package: {SMOLLM2_INSTALL}"
         )
     log.info("converting %s once into %s (later loads read that directory)", gguf_file, target)
     target.parent.mkdir(parents=True, exist_ok=True)

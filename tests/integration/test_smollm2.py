@@ -121,11 +121,6 @@ def test_one_lora_step_moves_only_the_adapters(smollm2_dir, tmp_path):
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs step.py to take the LoRA reference log-probs from the adapter-disabled base "
-    "(training.logprobs.adapter_disabled_logprobs); remove this mark once wired",
-)
 def test_lora_kl_is_nonzero_once_the_adapter_has_moved(smollm2_dir, tmp_path):
     pytest.importorskip("peft")
     config = _config(tmp_path, use_peft=True, lora_r=4, learning_rate=1e-3, beta=0.1)

@@ -3,4 +3,6 @@
 from aapo.rollout.group_sampler import GroupSampler
 from aapo.rollout.sampler import HFSampler, Sample, Sampler, SamplingParams
 
-__all__ = ["GroupSampler", "HFSampler", "Sample", "Sampler", "SamplingParams"]
+SAMPLERS: dict[str, type] = {"group": GroupSampler, "hf": HFSampler}  # by config name
+
+__all__ = ["SAMPLERS", "GroupSampler", "HFSampler", "Sample", "Sampler", "SamplingParams"]
