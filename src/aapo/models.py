@@ -190,6 +190,16 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def training_device() -> str:
+    """The device type accelerate will train on, known before the Accelerator exists (its
+    mixed precision is fixed at construction). Asking accelerate's PartialState here would
+    set up its process state early, without `accelerate launch --cpu`'s ACCELERATE_USE_CPU."""
+    import os
+
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
+
+
 def precision_plan(dtype: str, device: torch.device | str) -> PrecisionPlan:
     """Master weights in float32, compute in `dtype` (autocast), saved in `dtype`.
 

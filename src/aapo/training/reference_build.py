@@ -23,7 +23,13 @@ from tqdm.auto import tqdm
 from aapo.algorithms import combine_rewards
 from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
-from aapo.models import load_model, load_tokenizer, precision_plan, resolve_model_path
+from aapo.models import (
+    load_model,
+    load_tokenizer,
+    precision_plan,
+    resolve_model_path,
+    training_device,
+)
 from aapo.rollout.reference_cache import (
     MANIFEST,
     Layout,
@@ -59,11 +65,11 @@ def build_reference_cache(
 
     `process_index`/`num_processes` default to the accelerate launch's; pass them to split
     the work by hand."""
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
 
     _check_options(config)
     config = builders.prepare_config(config)
-    precision = precision_plan(config.dtype, PartialState().device)
+    precision = precision_plan(config.dtype, training_device())
     # as the trainer: reads accelerate launch's settings (--cpu, ...), autocast included
     state = Accelerator(mixed_precision=precision.mixed_precision)
     index = state.process_index if process_index is None else process_index

@@ -26,7 +26,13 @@ from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
-from aapo.models import load_tokenizer, precision_plan, resolve_model_path, save_pretrained_as
+from aapo.models import (
+    load_tokenizer,
+    precision_plan,
+    resolve_model_path,
+    save_pretrained_as,
+    training_device,
+)
 from aapo.rollout import Sampler
 from aapo.training import builders
 from aapo.training import checkpoint as ckpt
@@ -57,12 +63,12 @@ class Trainer:
         reference_sampler: Sampler | None = None,
         reward_functions: Mapping[str, Callable[..., list]] | None = None,
     ) -> None:
-        from accelerate import Accelerator, PartialState
+        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config = builders.prepare_config(config)
         # fp32 master weights under bf16/fp16 autocast, saved in the dtype asked for
-        self.precision = precision_plan(config.dtype, PartialState().device)
+        self.precision = precision_plan(config.dtype, training_device())
         _allow_new_mixed_precision(self.precision.mixed_precision)
         self.accelerator = acc = Accelerator(mixed_precision=self.precision.mixed_precision)
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
