@@ -202,12 +202,9 @@ def render_report(all_results: Sequence[dict[str, Any]]) -> str:
     if len(ks) == 1:
         over = f"k={ks.pop()} sample(s)"
     else:  # a completions file may give each benchmark its own k
-        over = "k (" + ", ".join(
-            f"{b} {e['num_samples']}" for b, e in current["benchmarks"].items()
-        ) + ") samples"
-    parts.append(
-        f"pass@1 ×100, mean over {over} per problem, [95% interval]. Problems: {sizes}."
-    )
+        each = ", ".join(f"{b} {e['num_samples']}" for b, e in current["benchmarks"].items())
+        over = f"k ({each}) samples"
+    parts.append(f"pass@1 ×100, mean over {over} per problem, [95% interval]. Problems: {sizes}.")
     return "\n\n".join(parts)
 
 

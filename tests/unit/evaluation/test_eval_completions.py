@@ -77,7 +77,9 @@ def test_k3_lists_are_scored_with_the_eval_code(tmp_path: Path, no_model, capsys
     assert "| Model | mine |" in stdout and "| engine | 33.3 [" in stdout and "k=3" in stdout
 
 
-def test_benchmark_column_groups_rows_and_each_keeps_its_k(tmp_path: Path, no_model) -> None:
+def test_benchmark_column_groups_rows_and_each_keeps_its_k(
+    tmp_path: Path, no_model, capsys
+) -> None:
     rows = [
         {"benchmark": "aime24", "problem": "p", "answer": "1", "completions": [BOX.format(1)] * 4},
         {"benchmark": "math500", "problem": "q", "answer": "2", "completion": BOX.format(2)},
@@ -91,6 +93,7 @@ def test_benchmark_column_groups_rows_and_each_keeps_its_k(tmp_path: Path, no_mo
     assert (aime["num_samples"], aime["pass@1"]) == (4, 1.0)
     assert (math["num_samples"], math["num_problems"], math["pass@1"]) == (1, 2, 0.5)
     assert results["average"]["pass@1"] == pytest.approx(0.75)
+    assert "mean over k (aime24 4, math500 1) samples per problem" in capsys.readouterr().out
 
 
 def test_a_rerun_reuses_grades_and_a_changed_file_is_refused(tmp_path: Path, no_model) -> None:
