@@ -152,6 +152,15 @@ def test_k_must_not_change_within_a_benchmark(tmp_path: Path, eval_grader: Grade
     assert "(the first row of benchmark 'c') has 1;" in str(caught.value)
 
 
+def test_an_id_used_twice_in_a_benchmark_names_both_lines(
+    tmp_path: Path, eval_grader: Grader
+) -> None:
+    rows = [{**GOOD, "id": "x"}, {**GOOD, "id": "x", "benchmark": "other"}, {**GOOD, "id": "x"}]
+    path = _write(tmp_path / "c.jsonl", rows)
+    with pytest.raises(DatasetError, match=rf"c\.jsonl:3: id 'x' already used at {path}:1$"):
+        load_completions(path, eval_grader)
+
+
 def test_bad_gold_and_bad_utf8_name_the_row(tmp_path: Path, eval_grader: Grader) -> None:
     path = _write(tmp_path / "c.jsonl", [GOOD, {**GOOD, "answer": "\\frac{"}])
     with pytest.raises(DatasetError, match=r"c\.jsonl:2: gold answer '\\\\frac\{' cannot be"):
