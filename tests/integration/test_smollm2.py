@@ -87,7 +87,7 @@ def test_loads_by_name_with_chatml_and_im_end(smollm2_dir):
 
 def test_one_aapo_step_trains_the_policy_and_leaves_the_reference(smollm2_dir, tmp_path):
     trainer = Trainer(_config(tmp_path))
-    prompt = trainer.rows[0]["_prompt_ids"]
+    prompt = trainer.rows[0].prompt_ids
     assert prompt[0] == trainer.tokenizer.convert_tokens_to_ids("<|im_start|>")  # ChatML
     assert trainer.policy_sampler.eos_ids == [IM_END]
     reference = trainer.reference_model

@@ -24,7 +24,7 @@ from aapo.algorithms import AdvantageEstimator, get_algorithm
 from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
-from aapo.models import load_model
+from aapo.models import PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rollout import SAMPLERS, Sampler
 from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
@@ -46,6 +46,19 @@ def prepare_config(config: TrainConfig) -> TrainConfig:
         k: v for k, v in algorithm.defaults.items() if getattr(config, k) == getattr(pristine, k)
     }
     return replace(config, **changes) if changes else config
+
+
+def build_accelerator(precision: PrecisionPlan) -> Any:
+    """accelerate's Accelerator with the plan's mixed precision. accelerate fixes mixed
+    precision once per process, so a later run in the same process (a notebook, the test
+    suite) with another dtype first resets that part of its state."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision.mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision.mixed_precision)
 
 
 def advantage_options(config: TrainConfig, estimator: AdvantageEstimator) -> dict[str, Any]:

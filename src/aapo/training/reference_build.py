@@ -65,13 +65,12 @@ def build_reference_cache(
 
     `process_index`/`num_processes` default to the accelerate launch's; pass them to split
     the work by hand."""
-    from accelerate import Accelerator
 
     _check_options(config)
     config = builders.prepare_config(config)
     precision = precision_plan(config.dtype, training_device())
     # as the trainer: reads accelerate launch's settings (--cpu, ...), autocast included
-    state = Accelerator(mixed_precision=precision.mixed_precision)
+    state = builders.build_accelerator(precision)
     index = state.process_index if process_index is None else process_index
     count = state.num_processes if num_processes is None else num_processes
 

@@ -63,14 +63,12 @@ class Trainer:
         reference_sampler: Sampler | None = None,
         reward_functions: Mapping[str, Callable[..., list]] | None = None,
     ) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config = builders.prepare_config(config)
         # fp32 master weights under bf16/fp16 autocast, saved in the dtype asked for
         self.precision = precision_plan(config.dtype, training_device())
-        _allow_new_mixed_precision(self.precision.mixed_precision)
-        self.accelerator = acc = Accelerator(mixed_precision=self.precision.mixed_precision)
+        self.accelerator = acc = builders.build_accelerator(self.precision)
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
         self.cursor = 0  # prompts drawn so far, over every process
@@ -327,16 +325,6 @@ class Trainer:
         if "wandb" in self.config.report_to:
             sinks.append(WandbSink(config_to_dict(self.config), self.output_dir))
         return sinks
-
-
-def _allow_new_mixed_precision(mixed_precision: str) -> None:
-    """accelerate fixes mixed precision once per process; a later Trainer in the same process
-    (a notebook, the test suite) with another dtype resets that part of its state."""
-    from accelerate.state import AcceleratorState
-
-    shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") != mixed_precision:
-        AcceleratorState._reset_state()
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
