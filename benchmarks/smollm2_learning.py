@@ -8,7 +8,7 @@ then reports greedy held-out accuracy before and after on the same test problems
 SmolLM2 answers these as `9 + 7 = 16`, with no `\\boxed{}` and no `<answer>`, so the reward is
 `accuracy` with the opt-in `last_number` fallback (the paper's rule would score every answer 0
 and give no signal); held-out accuracy is graded by the same rule, and by the strict rule too.
-What this leaves out: seeds as replicates (one run is one draw; SPEC §11 asks for several),
+What this leaves out: seeds as replicates (one run is one draw; ALGORITHMS.md §10 asks for several),
 other algorithms, the paper's prompts.
 
     python benchmarks/smollm2_learning.py [--minutes 30] [--eval-problems 200] [--output-dir D]
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aapo.data.rows import prepare_rows
 from aapo.data.synthetic import make_splits, parse_levels, write_jsonl
 from aapo.evaluation.report import wilson_interval
 from aapo.models import SMOLLM2
@@ -31,8 +32,8 @@ from aapo.rewards.answers import answer_with_fallback
 from aapo.rewards.grading import get_grader
 from aapo.rollout import Sampler, SamplingParams
 from aapo.training.config import TrainConfig
-from aapo.training.step import train_step
-from aapo.training.trainer import Trainer, prepare_rows
+from aapo.training.step import train_round
+from aapo.training.trainer import Trainer
 
 FALLBACK = "last_number"
 SPLIT = ("time/policy_generation", "time/reference_generation", "time/rewards", "time/update")
@@ -43,8 +44,8 @@ def held_out(sampler: Sampler, rows: list[dict], max_new_tokens: int) -> dict[st
     if not rows:  # --eval-problems 0: a timing run
         return {"correct": []}
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    texts = [g[0].text for g in sampler.generate([r["_prompt_ids"] for r in rows], params)]
-    golds = [row["answer"] for row in rows]
+    texts = [g[0].text for g in sampler.generate([r.prompt_ids for r in rows], params)]
+    golds = [row.columns["answer"] for row in rows]
     grader = get_grader()
     answered = [answer_with_fallback(text, FALLBACK) for text in texts]
     lenient = [v.correct for v in grader.grade(answered, golds)]
@@ -54,7 +55,7 @@ def held_out(sampler: Sampler, rows: list[dict], max_new_tokens: int) -> dict[st
         "strict_accuracy": _proportion(strict),
         "correct": lenient,
         "examples": [
-            {"problem": row["problem"], "completion": text}
+            {"problem": row.problem, "completion": text}
             for row, text in zip(rows[:3], texts[:3], strict=True)
         ],
     }
@@ -88,7 +89,9 @@ def build_trainer(args: argparse.Namespace, work: Path) -> tuple[Trainer, list[d
         output_dir=str(work / "run"),
     )
     trainer = Trainer(config)
-    test_rows = prepare_rows(splits["test"], trainer.tokenizer, config)[0] if splits["test"] else []
+    rendering = (config.system_prompt, config.prompt_template, config.max_prompt_length)
+    test = splits["test"]
+    test_rows = prepare_rows(test, trainer.tokenizer, *rendering)[0] if test else []
     return trainer, test_rows
 
 
@@ -100,7 +103,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     steps: list[dict[str, float]] = []
     started = time.perf_counter()
     while time.perf_counter() - started < budget and len(steps) < limit:
-        steps.append(train_step(trainer.parts, trainer.batch_rows(len(steps))))
+        rows = trainer.draw_rows()
+        steps.extend(
+            output.metrics for output in train_round(trainer.parts, rows, trainer.draw_rows)
+        )
         if len(steps) % 10 == 0 or len(steps) == 1:
             last = steps[-1]
             print(
@@ -118,8 +124,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "train_seconds": round(trained_s, 1),
         "seconds_per_step_median": statistics.median(m["time/step"] for m in steps),
         "split_median_s": {
-            k.removeprefix("time/"): statistics.median(m.get(k, 0.0) for m in steps)
-            for k in SPLIT
+            k.removeprefix("time/"): statistics.median(m.get(k, 0.0) for m in steps) for k in SPLIT
         },
         "seconds_per_step_after_first": statistics.median(m["time/step"] for m in steps[1:])
         if len(steps) > 1

@@ -7,10 +7,10 @@ Hugging Face directory under the cache (`$AAPO_CACHE_DIR/models/smollm2-135m`, b
 `~/.cache/aapo/models/smollm2-135m`), so every later load is an ordinary fast `from_pretrained`.
 Anything else is passed to transformers (a hub id or a local path).
 
-Precision (SPEC §9): the optimizer always steps float32 master weights; `bfloat16`/`float16`
-mean autocast compute over them (accelerate's mixed precision), and the saved model is written
-in the dtype asked for. `precision_plan` says which is which; `auto` is float32 on CPU (bf16
-matmuls are far slower there) and bf16 compute on a GPU.
+Precision (docs/ALGORITHMS.md §6): the optimizer always steps float32 master weights;
+`bfloat16`/`float16` mean autocast compute over them (accelerate's mixed precision), and the
+saved model is written in the dtype asked for. `precision_plan` says which is which; `auto`
+is float32 on CPU (bf16 matmuls are far slower there) and bf16 compute on a GPU.
 
 Left out: downloading anything; other GGUF models (one name, one pinned file).
 """
@@ -174,7 +174,7 @@ def _convert_gguf(gguf_file: Path, out_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """Which precision holds what during training (SPEC §9)."""
+    """Which precision holds what during training (docs/ALGORITHMS.md §6)."""
 
     param_dtype: torch.dtype  # the parameters the optimizer steps: always float32
     mixed_precision: MixedPrecision  # autocast compute: accelerate's `mixed_precision`

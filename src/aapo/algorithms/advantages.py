@@ -10,7 +10,7 @@ group's statistics and its advantage is exactly 0 (docs/ALGORITHMS.md §2). Rewa
 A group whose valid rewards all tie (std 0) has a group-relative term of exactly 0, never NaN:
 its mean is set to the common value, so float rounding cannot leak noise into the advantage.
 
-Precision (SPEC §9): weighted sums and group statistics are computed in float64 (float32
+Precision (ALGORITHMS.md §6): weighted sums and group statistics are computed in float64 (float32
 squares overflow for |r| above ~1e19 and gave silent zero advantages); what is returned is in
 the rewards' own floating dtype, so a float32 batch gives float32 advantages.
 

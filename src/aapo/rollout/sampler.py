@@ -4,7 +4,7 @@ Generation is the hot spot of an RL step, so the trainer and the evaluator only 
 `Sampler` protocol; `HFSampler` serves any transformers causal LM (CPU or GPU) and a vLLM
 backend plugs in behind the same call (`aapo.rollout.vllm_sampler`). What this leaves out:
 log-probabilities (the trainer recomputes them with gradients in one forward pass) and any
-reward logic. Completions keep the EOS token that stopped them (SPEC §9).
+reward logic. Completions keep the EOS token that stopped them (docs/ALGORITHMS.md §6).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SamplingParams:
 
 @dataclass
 class Sample:
-    """One completion as it was sampled (SPEC §9).
+    """One completion as it was sampled (docs/ALGORITHMS.md §6).
 
     completion_ids: the sampled token ids, unpadded; a completion that stopped on an EOS token
     ends with that token (it is scored, counted in the token normaliser and trained, so the

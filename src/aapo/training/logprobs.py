@@ -5,7 +5,7 @@ column and the model only has to produce logits for the last T+1 positions. Posi
 derived from the attention mask, as `generate` does for left-padded batches, so the numbers
 match the distribution the completions were sampled from.
 
-Temperature (SPEC §9): the log-probabilities are of softmax(logits / T), T the sampling
+Temperature (ALGORITHMS.md §6): the log-probabilities are of softmax(logits / T), T the sampling
 temperature, so every loss term (NLL, ratio, KL) is taken under the distribution that was
 sampled. The log-softmax runs block by block over rows and positions inside a custom autograd
 function that recomputes its softmax in the backward pass: no [n, T, V] float32 copy of the

@@ -1,4 +1,4 @@
-"""Mixed precision as the field does it (SPEC §9): fp32 master weights, bf16/fp16 compute.
+"""Mixed precision as the field does it (ALGORITHMS.md §6): fp32 master weights, bf16/fp16 compute.
 
 The demonstration on the bundled model is the reason for the plan: at lr 1e-6 one AdamW step
 moves a weight by about 1e-6, below half a bf16 ulp of any weight larger than ~1e-4, so bf16

@@ -1,4 +1,4 @@
-"""HFSampler keeps the EOS that stopped a completion (SPEC §9), on the bundled model.
+"""HFSampler keeps the EOS that stopped a completion (docs/ALGORITHMS.md §6), on the bundled model.
 
 The crafted cases make an ordinary token the EOS, so where a completion must stop is known
 from a greedy run beforehand.

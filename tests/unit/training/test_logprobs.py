@@ -1,4 +1,4 @@
-"""Training log-probs: tempered (SPEC §9), exact, blockwise, and the LoRA reference.
+"""Training log-probs: tempered (docs/ALGORITHMS.md §6), exact, blockwise, and the LoRA reference.
 
 The reference everywhere is the plain formula: log_softmax(logits / T) gathered at the
 sampled tokens, with autograd through it.
