@@ -5,7 +5,7 @@ Prints a line per algorithm and, last, one JSON object: median seconds per step 
 warm-up step, the split (policy generation, reference generation, rewards, update), completion
 tokens per second, and peak resident memory of the process.
 
-`--reference-cache` measures what precomputing the reference buys (SPEC §10): it builds a
+`--reference-cache` measures what precomputing the reference buys: it builds a
 reference cache once for the prompts the timed steps use (`aapo reference`; its one-off cost
 per prompt, set-up apart, beside in-step reference sampling per prompt), then times GRPO, AAPO
 sampling its reference in the step, and AAPO reading the cache, in that order, on the same

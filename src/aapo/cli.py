@@ -34,26 +34,38 @@ def _fields_help(cls: type) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from aapo.evaluation import EvalConfig
-    from aapo.training.config import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="aapo", description="RL post-training for reasoning: AAPO and its baselines."
     )
     parser.add_argument("--version", action="version", version=f"aapo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    raw = argparse.RawDescriptionHelpFormatter
+    _add_train_parsers(commands)
+    evaluate = commands.add_parser(
+        "eval",
+        help="pass@1 on math benchmarks (Table 1 of the paper)",
+        epilog=_fields_help(EvalConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--config", default=None, help="YAML file with EvalConfig keys")
+    _add_data_parser(commands)
+    _add_compare_parsers(commands)
+    return parser
 
+
+def _add_train_parsers(commands: argparse._SubParsersAction) -> None:
+    """`aapo train` and `aapo reference`: both read a TrainConfig."""
+    from aapo.training.config import TrainConfig
+
+    recipes = f"YAML file or shipped recipe ({', '.join(recipe_names())}); default: default"
+    raw = argparse.RawDescriptionHelpFormatter
     train = commands.add_parser(
         "train",
         help="train a policy (default: AAPO on the bundled tiny model)",
         epilog=_fields_help(TrainConfig),
         formatter_class=raw,
     )
-    train.add_argument(
-        "--config",
-        default="default",
-        help=f"YAML file or shipped recipe ({', '.join(recipe_names())}); default: default",
-    )
+    train.add_argument("--config", default="default", help=recipes)
     train.add_argument(
         "--resume",
         nargs="?",
@@ -62,7 +74,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="continue from the latest checkpoint in output_dir, or from PATH",
     )
-
     reference = commands.add_parser(
         "reference",
         help="precompute the frozen reference's rollouts into reference_cache (AAPO)",
@@ -71,20 +82,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_fields_help(TrainConfig),
         formatter_class=raw,
     )
-    reference.add_argument(
-        "--config",
-        default="default",
-        help=f"YAML file or shipped recipe ({', '.join(recipe_names())}); default: default",
-    )
+    reference.add_argument("--config", default="default", help=recipes)
 
-    evaluate = commands.add_parser(
-        "eval",
-        help="pass@1 on math benchmarks (Table 1 of the paper)",
-        epilog=_fields_help(EvalConfig),
-        formatter_class=raw,
-    )
-    evaluate.add_argument("--config", default=None, help="YAML file with EvalConfig keys")
 
+def _add_data_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="generate the bundled synthetic task as JSONL")
     data_kinds = data.add_subparsers(dest="kind", required=True, metavar="KIND")
     synthetic = data_kinds.add_parser(
@@ -97,8 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     synthetic.add_argument(
         "--levels", default="1,2,3,4,5", help="comma-separated difficulty levels"
     )
-    _add_compare_parsers(commands)
-    return parser
 
 
 def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:

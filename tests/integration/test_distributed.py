@@ -1,6 +1,6 @@
 """2-process CPU training (gloo, via torchrun) gives the same gradient as 1 process, and as 1
 process with 4 micro-batches: the token normaliser and batch-level advantage statistics are
-global (SPEC §3)."""
+global (docs/ALGORITHMS.md §4.4)."""
 
 import os
 import subprocess

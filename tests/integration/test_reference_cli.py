@@ -18,7 +18,7 @@ from aapo.config import load_config
 from aapo.data.datasets import load_problems
 from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
-from aapo.rollout import HFSampler
+from aapo.rollout import SAMPLERS
 from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import TrainConfig
 from aapo.training.reference_build import build_reference_cache, shard_seed
@@ -153,7 +153,9 @@ def test_a_step_on_cached_rewards_equals_one_sampling_the_same_reference_draws(t
     cached = Trainer(config)
     assert cached.parts.reference_sampler is None and cached.reference_model is None
     sampling = Trainer(replace(config, reference_cache=None))
-    inner = HFSampler(sampling.reference_model, sampling.tokenizer, config.reference_batch_size)
+    inner = SAMPLERS[config.sampler](
+        sampling.reference_model, sampling.tokenizer, max_batch_size=config.reference_batch_size
+    )
     sampling.parts.reference_sampler = SeededAsShard(inner, config.seed, shard=1)
 
     shard_rows = slice(4, 8)  # the step meets shard 1's prompts, in its order, in epoch 0

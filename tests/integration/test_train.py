@@ -304,3 +304,24 @@ def test_conversational_dataset_trains_with_trl_reward_conventions(tmp_path):
     assert summary["steps"] == 1
     assert seen["prompt"][0] == {"role": "system", "content": "Box it."}
     assert seen["completion"][0]["role"] == "assistant"
+
+
+def test_bf16_trains_fp32_master_weights_and_saves_bf16(tmp_path):
+    """dtype bfloat16: compute under bf16 autocast, the optimizer steps fp32 values (at lr 1e-6
+    nearly all of them move, as in fp32; bf16 parameters would round most updates away), and
+    the final model is written in bf16."""
+    sampler = CraftedSampler(load_tokenizer("bundled"), 4)
+    config = _config(
+        tmp_path, dtype="bfloat16", learning_rate=1e-6, algorithm="gpg", max_grad_norm=0.0,
+        reward_funcs=["rewards_for_tests:boxed_one"],
+    )  # fmt: skip
+    trainer = Trainer(config, policy_sampler=sampler)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in params)
+    before = [p.detach().clone() for p in params]
+    trainer.train()
+    changed = sum((a != b).sum().item() for a, b in zip(before, params, strict=True))
+    assert changed / sum(p.numel() for p in params) >= 0.9
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved.get("dtype", saved.get("torch_dtype")) == "bfloat16"

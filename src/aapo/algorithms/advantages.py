@@ -10,6 +10,10 @@ group's statistics and its advantage is exactly 0 (docs/ALGORITHMS.md §2). Rewa
 A group whose valid rewards all tie (std 0) has a group-relative term of exactly 0, never NaN:
 its mean is set to the common value, so float rounding cannot leak noise into the advantage.
 
+Precision (ALGORITHMS.md §6): weighted sums and group statistics are computed in float64 (float32
+squares overflow for |r| above ~1e19 and gave silent zero advantages); what is returned is in
+the rewards' own floating dtype, so a float32 batch gives float32 advantages.
+
 Left out: the name registry and `compute_advantages` (registry.py); losses (losses.py); anything
 that needs a model or resampling (GPG/DAPO resampling of tied groups is not implemented yet).
 """
@@ -44,12 +48,16 @@ class GroupStats:
 
 
 def combine_rewards(
-    per_function: Tensor, weights: Tensor | Sequence[float]
+    per_function: Tensor,
+    weights: Tensor | Sequence[float],
+    names: Sequence[str] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted nan-sum over reward functions: `[K, N]` scores → `(rewards [N], valid [N])`.
 
     NaN means "that function returned None" and is skipped. A completion where every function
-    returned None is invalid (`valid` False) and gets reward 0.0.
+    returned None is invalid (`valid` False) and gets reward 0.0. The sum is taken in float64
+    and returned in the scores' dtype; a sum that does not fit is a ValueError naming the
+    reward functions (`names`, else their indices) and values behind it.
     """
     per_function = torch.as_tensor(per_function)
     if per_function.ndim != 2:
@@ -63,20 +71,46 @@ def combine_rewards(
         )
     if not torch.isfinite(weights).all():
         raise ValueError(f"reward weights must be finite, got {weights.tolist()}")
-    _reject_infinite(per_function)
+    labels = _labels(names, per_function.shape[0])
+    _reject_infinite(per_function, labels)
     missing = torch.isnan(per_function)  # [K, N]
     # where, not multiply: NaN * weight is NaN, and weight 0 must not revive a None
-    weighted = torch.where(missing, 0.0, per_function * weights[:, None])  # [K, N]
-    return weighted.sum(dim=0), (~missing).any(dim=0)
+    weighted = torch.where(missing, 0.0, per_function.double() * weights.double()[:, None])
+    total = weighted.sum(dim=0).to(per_function.dtype)  # [N]
+    _reject_overflow(total, per_function, weights, labels)
+    return total, (~missing).any(dim=0)
 
 
-def _reject_infinite(per_function: Tensor) -> None:
+def _labels(names: Sequence[str] | None, count: int) -> list[str]:
+    if names is None:
+        return [str(k) for k in range(count)]
+    if len(names) != count:
+        raise ValueError(f"got {len(names)} reward names for {count} reward functions")
+    return [repr(name) for name in names]
+
+
+def _reject_infinite(per_function: Tensor, labels: list[str]) -> None:
     infinite = torch.isinf(per_function).nonzero()
     if len(infinite):
         k, n = infinite[0].tolist()
         raise ValueError(
-            f"reward function {k} returned {per_function[k, n].item()} for completion {n}; "
-            "rewards must be finite (return None for 'not applicable')"
+            f"reward function {labels[k]} returned {per_function[k, n].item()} for completion "
+            f"{n}; rewards must be finite (return None for 'not applicable')"
+        )
+
+
+def _reject_overflow(total: Tensor, per_function: Tensor, weights: Tensor, labels: list[str]):
+    overflow = (~torch.isfinite(total)).nonzero().flatten()
+    if len(overflow):
+        n = int(overflow[0])
+        terms = [
+            f"{labels[k]}: {per_function[k, n].item():g} × weight {weights[k].item():g}"
+            for k in range(per_function.shape[0])
+            if not torch.isnan(per_function[k, n])
+        ]
+        raise ValueError(
+            f"the weighted reward of completion {n} overflows {per_function.dtype} "
+            f"({'; '.join(terms)}); rescale these reward functions or their weights"
         )
 
 
@@ -118,9 +152,13 @@ def check_valid(valid: Tensor | None, like: Tensor, what: str = "valid") -> Tens
 
 
 def group_stats(rewards: Tensor, valid: Tensor | None = None) -> GroupStats:
-    """Mean, unbiased std and tie flag of each group's valid rewards."""
+    """Mean, unbiased std and tie flag of each group's valid rewards; computed in float64,
+    returned in the rewards' dtype."""
     rewards = check_rewards(rewards)
     valid = check_valid(valid, rewards)
+    if rewards.dtype != torch.float64:
+        stats = group_stats(rewards.double(), valid)
+        return GroupStats(stats.mean.to(rewards.dtype), stats.std.to(rewards.dtype), stats.tied)
     count = valid.sum(dim=1, keepdim=True)  # [B, 1]
     mean = torch.where(valid, rewards, 0.0).sum(dim=1, keepdim=True) / count.clamp(min=1)
     highest = torch.where(valid, rewards, float("-inf")).amax(dim=1)  # [B]
@@ -153,7 +191,10 @@ def _check_eps(eps: float) -> None:
 
 
 def _group_term(rewards: Tensor, valid: Tensor, scale_rewards: str, eps: float) -> Tensor:
-    """(r - mean) per group, divided as `scale_rewards` says; 0 for invalid completions."""
+    """(r - mean) per group, divided as `scale_rewards` says; 0 for invalid completions.
+    Computed in float64, returned in the rewards' dtype."""
+    if rewards.dtype != torch.float64:
+        return _group_term(rewards.double(), valid, scale_rewards, eps).to(rewards.dtype)
     if scale_rewards not in SCALE_REWARDS:
         raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
     _check_eps(eps)
@@ -209,9 +250,9 @@ def gpg(
     norm = str(gpg_norm)  # YAML reads `gpg_norm: 1` as an int
     if norm not in GPG_NORMS:
         raise ValueError(f"gpg_norm must be one of {GPG_NORMS}, got {gpg_norm!r}")
-    centered = _group_term(rewards, valid, "group" if norm == "std" else "none", eps)
+    centered = _group_term(rewards.double(), valid, "group" if norm == "std" else "none", eps)
     alpha = _gpg_alpha(group_stats(rewards, valid).tied) if gpg_alpha else 1.0
-    return AdvantageResult(alpha * centered, {"gpg/alpha": alpha})
+    return AdvantageResult((alpha * centered).to(rewards.dtype), {"gpg/alpha": alpha})
 
 
 def _gpg_alpha(tied: Tensor) -> float:
@@ -249,11 +290,12 @@ def aapo(
     ref_valid = check_valid(ref_valid, ref_rewards, "ref_valid")
     if not delta_low <= delta_high:
         raise ValueError(f"delta_low ({delta_low}) must not exceed delta_high ({delta_high})")
-    group_term = _group_term(rewards, valid, scale_rewards, eps)  # [B, G]
+    dtype = rewards.dtype
+    group_term = _group_term(rewards.double(), valid, scale_rewards, eps)  # [B, G]
     paired = valid & ref_valid
-    raw = torch.where(paired, rewards - ref_rewards, 0.0)  # [B, G]
+    raw = torch.where(paired, rewards.double() - ref_rewards.double(), 0.0)  # [B, G]
     momentum = raw.clamp(delta_low, delta_high) if momentum_clip else raw
-    advantages = torch.where(valid, group_term + momentum, 0.0)
+    advantages = torch.where(valid, group_term + momentum, 0.0).to(dtype)
     return AdvantageResult(
         advantages, _momentum_metrics(raw, momentum, paired, valid, delta_low, delta_high)
     )

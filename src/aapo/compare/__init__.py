@@ -1,4 +1,4 @@
-"""Comparing algorithms honestly (SPEC §11): seeds × variants of `aapo train`, then statistics
+"""Comparing algorithms honestly: seeds × variants of `aapo train`, then statistics
 over seeds, the paper's figures and a Markdown report.
 
 variants.py names what is compared; runner.py runs the matrix; runs.py reads run directories;

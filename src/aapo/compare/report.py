@@ -1,4 +1,4 @@
-"""The Markdown report of a comparison (SPEC §11): held-out accuracy per variant (overall and per
+"""The Markdown report of a comparison: held-out accuracy per variant (overall and per
 difficulty level) with 95% intervals over seeds, the paired difference to a baseline, steps to a
 target accuracy, the variance of the training loss, the fraction of tied groups, the figures.
 

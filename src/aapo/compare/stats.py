@@ -1,4 +1,4 @@
-"""The statistics of a comparison over seeds (SPEC §11), as pure functions on numbers.
+"""The statistics of a comparison over seeds (docs/ALGORITHMS.md §10), as pure functions on numbers.
 
 Seeds are the unit of replication: a quantity is computed per run, then summarised over seeds as
 a mean with a Student-t 95% confidence interval (`mean_ci`). Two variants run with the same seed

@@ -3,6 +3,7 @@
 Names: `r1_think` is the 1.5B run's system prompt and `simplerl` the 7B run's, as the paper
 prints them (the authors swap the two: docs/ALGORITHMS.md §8.6). `eval_math` is the evaluation
 prompt (a user-turn template with `{problem}`), asking for the final answer in `\\boxed{}`.
+`encode_prompt` gives the token ids the model sees; `render_prompt_text` the same prompt as text.
 """
 
 from __future__ import annotations
@@ -64,6 +65,20 @@ def build_messages(problem: str, system_prompt: str | None, user_template: str) 
     return messages
 
 
+def plain_prompt_text(messages: list[dict]) -> str:
+    """The prompt of a tokenizer without a chat template: the turns' texts, blank-line joined."""
+    return "\n\n".join(m["content"] for m in messages) + "\n"
+
+
+def render_prompt_text(tokenizer: Any, messages: list[dict]) -> str:
+    """The prompt exactly as `encode_prompt` gives it to the model, as text: the chat template
+    with its generation prompt (e.g. R1-Distill's trailing `<think>\n`), or the plain text.
+    Rewards read it (the `rendered_prompt` column) to see what the completion continues."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return plain_prompt_text(messages)
+
+
 def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
     """Token ids of the prompt: the chat template when the tokenizer has one, else plain text."""
     if getattr(tokenizer, "chat_template", None):
@@ -73,5 +88,4 @@ def encode_prompt(tokenizer: Any, messages: list[dict]) -> list[int]:
         ):  # transformers 5 returns BatchEncoding
             ids = ids["input_ids"]
         return list(ids)
-    text = "\n\n".join(m["content"] for m in messages) + "\n"
-    return tokenizer(text, add_special_tokens=True)["input_ids"]
+    return tokenizer(plain_prompt_text(messages), add_special_tokens=True)["input_ids"]

@@ -20,6 +20,7 @@ import torch
 from aapo.data.prompts import (
     build_messages,
     encode_prompt,
+    render_prompt_text,
     resolve_system_prompt,
     resolve_user_template,
 )
@@ -35,6 +36,7 @@ class PromptRow:
     prompt_ids: list[int]  # what the model is prompted with
     columns: dict[str, Any]  # the dataset row (problem, answer or solution, any extra column)
     source: str  # where the row came from (`file:line`), for messages
+    rendered_prompt: str = ""  # the prompt as the model sees it, chat template applied
     epoch: int = 0  # the epoch it was drawn in: which reference-cache draw it is served
 
     @property
@@ -56,13 +58,15 @@ def prepare_rows(
     kept: list[PromptRow] = []
     skipped = 0
     for position, row in enumerate(rows):
-        ids = encode_prompt(tokenizer, _messages(row, system, user_template))
+        messages = _messages(row, system, user_template)
+        ids = encode_prompt(tokenizer, messages)
         if len(ids) > max_length:
             skipped += 1
             continue
         columns = {k: v for k, v in row.items() if not k.startswith("_")}
         source = str(row.get("_source", f"row {position}"))
-        kept.append(PromptRow(len(kept), ids, columns, source))
+        rendered = render_prompt_text(tokenizer, messages)
+        kept.append(PromptRow(len(kept), ids, columns, source, rendered))
     if skipped:
         log.warning(
             "skipped %d prompts longer than max_prompt_length=%d tokens", skipped, max_length

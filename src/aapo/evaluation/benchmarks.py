@@ -83,21 +83,23 @@ def load_benchmark(
                 f"benchmark {name!r}: {path} does not exist. Point --data_dir (or ${DATA_DIR_ENV}) "
                 f"at a folder holding {', '.join(BENCHMARK_FILES.values())}"
             )
-        return _from_rows(name, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
+        return from_rows(name, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
     path = Path(name)
     if path.suffix == ".jsonl":
         if not path.exists():
             raise DatasetError(f"benchmark file {path} does not exist")
-        return _from_rows(path.stem, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
+        return from_rows(path.stem, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
     known = ", ".join([*BENCHMARK_FILES, SYNTHETIC])
     raise DatasetError(
         f"unknown benchmark {name!r}: use one of {known}, a .jsonl path, or hf:<dataset>[:split]"
     )
 
 
-def _from_rows(
+def from_rows(
     name: str, source: str, rows: list[tuple[str, Any]], skip_bad_gold: bool, grader: Grader
 ) -> Benchmark:
+    """A benchmark from (file:line, row) pairs: rows checked, golds checked in one round trip,
+    ids unique. Also used for the rows of a completions file (external.py)."""
     if not rows:
         raise DatasetError(f"benchmark {name!r} ({source}) has no rows")
     parsed = [_item(row, where, index) for index, (where, row) in enumerate(rows)]
@@ -177,4 +179,4 @@ def _hub(spec: str, limit: int | None, skip_bad_gold: bool, grader: Grader) -> B
         ) from err
     count = len(table) if limit is None else min(limit, len(table))
     rows = [(f"{spec} row {i}", table[i]) for i in range(count)]
-    return _from_rows(dataset.rsplit("/", 1)[-1], spec, rows, skip_bad_gold, grader)
+    return from_rows(dataset.rsplit("/", 1)[-1], spec, rows, skip_bad_gold, grader)

@@ -43,6 +43,12 @@ class EvalConfig:
     limit: int | None = _doc(
         None, "Evaluate only the first N problems of each benchmark (quick checks)."
     )
+    completions: str | None = _doc(
+        None,
+        "A .jsonl of completions made elsewhere (vLLM, SGLang, a serving fleet) to grade "
+        "instead of sampling: rows with problem, answer (or solution), completion or a list "
+        "completions, optional benchmark/id/level/prompt. No model is loaded.",
+    )
     skip_bad_gold: bool = _doc(
         False,
         "Skip (and count) rows whose gold answer the grader cannot parse instead of stopping.",
@@ -104,6 +110,8 @@ class EvalConfig:
             raise ValueError("benchmarks is empty: name at least one (or `auto`)")
         if len(set(self.benchmarks)) != len(self.benchmarks):
             raise ValueError(f"benchmarks lists a name twice: {self.benchmarks}")
+        if self.completions is not None:
+            self._check_completions_mode()
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         for name in ("num_samples", "max_new_tokens", "batch_size"):
@@ -117,3 +125,18 @@ class EvalConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.grading_timeout <= 0:
             raise ValueError(f"grading_timeout must be > 0, got {self.grading_timeout}")
+
+    def _check_completions_mode(self) -> None:
+        """Options that would silently do nothing when grading a completions file."""
+        if not self.completions.endswith(".jsonl"):
+            raise ValueError(f"completions must be a .jsonl file, got {self.completions!r}")
+        if self.benchmarks != ["auto"]:
+            raise ValueError(
+                "benchmarks and completions exclude each other: with completions, the "
+                "benchmarks are the file's `benchmark` column (default: the file's name)"
+            )
+        if self.num_samples != 1:
+            raise ValueError(
+                "num_samples does not apply with completions: k is the number of completions "
+                "in each row"
+            )

@@ -71,7 +71,12 @@ class Task:
 
 
 def run_eval(config: EvalConfig) -> dict[str, Any]:
-    """Evaluate `config.model`; prints the table, writes the files, returns the results."""
+    """Evaluate `config.model`; prints the table, writes the files, returns the results.
+    With `config.completions`, grades that file instead and loads no model (external.py)."""
+    if config.completions is not None:
+        from aapo.evaluation.external import grade_completions
+
+        return grade_completions(config)
     started = time.monotonic()
     model_path = resolve_model_path(config.model)
     device = resolve_device(config)
@@ -103,11 +108,16 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         fingerprint=fingerprint,
         elapsed_s=round(time.monotonic() - started, 2),
     )
+    write_outputs(results, output_dir, compared)
+    return results
+
+
+def write_outputs(results: dict[str, Any], output_dir: Path, compared: list[dict]) -> None:
+    """results.json and results.csv beside samples.jsonl, and Table 1 on stdout."""
     write_json(results, output_dir / "results.json")
     write_csv(results, output_dir / "results.csv")
     print(render_report([*compared, results]))
     print(f"\nwritten: {output_dir}/results.json, results.csv, samples.jsonl")
-    return results
 
 
 def resolve_device(config: EvalConfig) -> str:
@@ -251,14 +261,18 @@ def record(task: Task, samples: list[Any], verdict: Any) -> dict[str, Any]:
     }
 
 
-def build_results(benchmarks: list[Benchmark], store: SampleStore, k: int) -> dict[str, Any]:
-    """Scores per benchmark (and per level where rows have one) and their average."""
+def build_results(
+    benchmarks: list[Benchmark], store: SampleStore, k: int | dict[str, int]
+) -> dict[str, Any]:
+    """Scores per benchmark (and per level where rows have one) and their average. `k` is one
+    for every benchmark, or k by benchmark name (completions files may differ by benchmark)."""
     entries, scores = {}, []
     for bench in benchmarks:
-        rows = {item.id: [store.records[(bench.name, item.id, j)] for j in range(k)]
+        kb = k if isinstance(k, int) else k[bench.name]
+        rows = {item.id: [store.records[(bench.name, item.id, j)] for j in range(kb)]
                 for item in bench.items}  # fmt: skip
         correct = {item_id: sum(r["correct"] for r in recs) for item_id, recs in rows.items()}
-        overall = score(list(correct.values()), k)
+        overall = score(list(correct.values()), kb)
         scores.append(overall)
         flat = [r for recs in rows.values() for r in recs]
         entry = score_to_dict(overall)
@@ -266,15 +280,21 @@ def build_results(benchmarks: list[Benchmark], store: SampleStore, k: int) -> di
             source=bench.source,
             skipped_rows=bench.skipped,
             statuses=dict(Counter(r["status"] for r in flat)),
-            truncated=sum(r["truncated"] for r in flat),
-            mean_completion_tokens=round(sum(r["completion_tokens"] for r in flat) / len(flat), 1),
+            truncated=sum(bool(r["truncated"]) for r in flat),
+            mean_completion_tokens=mean_tokens(flat),
         )
         levels: dict[str, list[int]] = {}
         for item in bench.items:
             if item.level is not None:
                 levels.setdefault(item.level, []).append(correct[item.id])
         if levels:
-            entry["levels"] = {lvl: score_to_dict(score(c, k)) for lvl, c in levels.items()}
+            entry["levels"] = {lvl: score_to_dict(score(c, kb)) for lvl, c in levels.items()}
         entries[bench.name] = entry
     mean = score_to_dict(average(scores)) if len(scores) > 1 else None
     return {"benchmarks": entries, "average": mean}
+
+
+def mean_tokens(records: list[dict[str, Any]]) -> float | None:
+    """Mean completion length over the records that know it (a completions file may not)."""
+    known = [r["completion_tokens"] for r in records if r["completion_tokens"] is not None]
+    return round(sum(known) / len(known), 1) if known else None

@@ -198,10 +198,13 @@ def render_report(all_results: Sequence[dict[str, Any]]) -> str:
         if table is not None:
             parts.append(f"{DISPLAY_NAMES.get(name, name)} by level:\n\n{table}")
     sizes = ", ".join(f"{b} {e['num_problems']}" for b, e in current["benchmarks"].items())
-    k = current["num_samples"]
-    parts.append(
-        f"pass@1 ×100, mean over k={k} sample(s) per problem, [95% interval]. Problems: {sizes}."
-    )
+    ks = {e["num_samples"] for e in current["benchmarks"].values()}
+    if len(ks) == 1:
+        over = f"k={ks.pop()} sample(s)"
+    else:  # a completions file may give each benchmark its own k
+        each = ", ".join(f"{b} {e['num_samples']}" for b, e in current["benchmarks"].items())
+        over = f"k ({each}) samples"
+    parts.append(f"pass@1 ×100, mean over {over} per problem, [95% interval]. Problems: {sizes}.")
     return "\n\n".join(parts)
 
 

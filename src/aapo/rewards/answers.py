@@ -9,6 +9,10 @@ The rule (docs/ALGORITHMS.md §7.2; the protocol rule "the last `\\boxed{}` is t
 2. Otherwise the answer is the content of the last closed `<answer> ... </answer>` pair.
 3. Otherwise there is no answer.
 
+Opt-in fallback (`answer_with_fallback(text, "last_number")`, off by default so the paper's rule
+is unchanged): a completion with neither a box nor an `<answer>` tag is answered by its last
+plain number (`9 + 7 = 16` → `16`), for instruct models that answer arithmetic without either.
+
 Everything here is plain string scanning, linear in the input and bounded by `max_chars`, so
 it is safe to run on untrusted text in the calling process. Parsing the answer as mathematics
 happens in the grading workers (`grading_worker.py`).
@@ -16,6 +20,7 @@ happens in the grading workers (`grading_worker.py`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +30,10 @@ BOX_COMMANDS = ("\\boxed", "\\fbox")
 MAX_BOXED_CHARS = 2000
 # `<answer>` may hold prose; the grader reads its last part, where the final answer sits.
 MAX_ANSWER_TAG_CHARS = 4000
+FALLBACKS = ("last_number",)
+# an integer or decimal, thousands commas allowed; a minus sign only where it cannot be the
+# operator of a preceding term (`5-3` ends in 3, `= -3` in -3)
+_NUMBER = re.compile(r"(?:(?<![\w)\]}])-)?\d+(?:,\d{3})*(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -159,3 +168,22 @@ def gold_text(raw: Any) -> str | None:
             text = inner.strip()
             break
     return text or None
+
+
+def last_number(text: str) -> str | None:
+    """The last plain number in `text` (thousands commas removed), or None."""
+    numbers = _NUMBER.findall(text)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def answer_with_fallback(text: str, fallback: str | None) -> str:
+    """`text`, or when it has no answer by the rule and `fallback` is `last_number`, its last
+    number boxed, so the grader reads that number as the answer."""
+    if fallback is None:
+        return text
+    if fallback not in FALLBACKS:
+        raise ValueError(f"answer fallback must be None or one of {FALLBACKS}, got {fallback!r}")
+    if extract_answer(text) is not None:
+        return text
+    number = last_number(text)
+    return text if number is None else f"{text}\n\\boxed{{{number}}}"

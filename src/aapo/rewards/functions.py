@@ -3,10 +3,12 @@
 Each is a callable with TRL's signature, `f(prompts, completions, **columns) -> list[float |
 None]`: completions are strings or chat messages; `columns` hold the dataset row as lists
 (the gold in `answer`, or in `solution` as in TRL / open-r1 data, where the last `\\boxed{}`
-of a worked solution is the gold) and `completion_ids` (token ids, unpadded). A reward that
-needs a gold returns None for a row without one. Grading goes through the shared grader
-(`grading.get_grader()` unless one is passed), so `accuracy` and `cosine` on the same batch
-grade it once. A timeout or grader error scores 0.0; `pop_metrics()` returns the counts
+of a worked solution is the gold), `completion_ids` (token ids, unpadded, ending with the EOS
+that stopped the completion) and `rendered_prompt` (each prompt as text exactly as the model
+saw it, chat template and generation prompt included; `prompts` stays the TRL-style input).
+A reward that needs a gold returns None for a row without one. Grading goes through the shared
+grader (`grading.get_grader()` unless one is passed), so `accuracy` and `cosine` on the same
+batch grade it once. A timeout or grader error scores 0.0; `pop_metrics()` returns the counts
 (`timeouts`, `errors`, `no_answer`, `no_gold`) since its last call.
 
 Left out: the authors' character-length, unclamped cosine (a bug: docs/ALGORITHMS.md §8.3).
@@ -19,7 +21,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from aapo.rewards.answers import completion_text, gold_text
+from aapo.rewards.answers import FALLBACKS, answer_with_fallback, completion_text, gold_text
 from aapo.rewards.grading import Grader, Verdict, get_grader
 
 # docs/ALGORITHMS.md §8.6: the authors' code scored wrong answers (0.0 at l = 0, -0.5 at l >= L)
@@ -47,8 +49,10 @@ class FormatReward:
     between the blocks is free (no newlines required). Tags are case-sensitive.
 
     think_in_prompt: when the chat template already opened `<think>` at the end of the prompt
-    (R1-distilled models), the completion starts inside the think block. None (default):
-    detect it from a string prompt ending in `<think>`; True/False: force it.
+    (R1-distilled models: their generation prompt ends `<｜Assistant｜><think>\n`), the
+    completion starts inside the think block. None (default): detect it from the prompt the
+    model saw, the `rendered_prompt` column (else a string prompt), ending in `<think>`;
+    True/False: force it.
     """
 
     def __init__(self, think_in_prompt: bool | None = None) -> None:
@@ -56,8 +60,10 @@ class FormatReward:
         self.think_in_prompt = think_in_prompt
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        prompts = list(prompts) if prompts is not None else [None] * len(completions)
-        return [self.score(p, c) for p, c in zip(prompts, completions, strict=True)]
+        seen = kwargs.get("rendered_prompt")
+        if seen is None:  # called without it (TRL, a user): the prompts may be rendered text
+            seen = list(prompts) if prompts is not None else [None] * len(completions)
+        return [self.score(p, c) for p, c in zip(seen, completions, strict=True)]
 
     def score(self, prompt: Any, completion: Any) -> float:
         text = completion_text(completion)
@@ -76,7 +82,7 @@ def _gold_column(kwargs: dict[str, Any], n: int, reward: str) -> list[Any]:
     """Per row: the `answer` value, else the `solution` value (None when neither is set)."""
     answers, solutions = kwargs.get("answer"), kwargs.get("solution")
     if answers is None and solutions is None:
-        columns = sorted(k for k in kwargs if k != "completion_ids")
+        columns = sorted(k for k in kwargs if k not in ("completion_ids", "rendered_prompt"))
         raise ValueError(f"{reward} needs a gold column `answer` or `solution`; got {columns}")
     golds = []
     for i in range(n):
@@ -91,9 +97,14 @@ _COUNTED = {"timeout": "timeouts", "error": "errors", "no_answer": "no_answer"}
 class _GradedRows:
     """What `accuracy` and `cosine` share: gold column, grading, counters (held, not inherited)."""
 
-    def __init__(self, name: str, grader: Grader | None) -> None:
+    def __init__(self, name: str, grader: Grader | None, fallback: str | None = None) -> None:
+        if fallback is not None and fallback not in FALLBACKS:
+            raise ValueError(
+                f"{name}: fallback must be null or one of {FALLBACKS}, got {fallback!r}"
+            )
         self.name = name
         self.grader = grader
+        self.fallback = fallback
         self.counts: Counter[str] = Counter()
 
     def pop_metrics(self) -> dict[str, float]:
@@ -107,7 +118,7 @@ class _GradedRows:
         golds = _gold_column(kwargs, len(completions), self.name)
         rows = [i for i, gold in enumerate(golds) if gold is not None]
         grader = self.grader or get_grader()
-        texts = [completion_text(completions[i]) for i in rows]
+        texts = [answer_with_fallback(completion_text(completions[i]), self.fallback) for i in rows]
         graded = grader.grade(texts, [golds[i] for i in rows])
         verdicts: list[Verdict | None] = [None] * len(completions)
         for i, verdict in zip(rows, graded, strict=True):
@@ -119,11 +130,15 @@ class _GradedRows:
 
 class AccuracyReward:
     """1.0 when the final answer (last `\\boxed{}`, else `<answer>` content) equals the gold
-    mathematically (math-verify), 0.0 otherwise (also on timeout or grader error)."""
+    mathematically (math-verify), 0.0 otherwise (also on timeout or grader error).
 
-    def __init__(self, grader: Grader | None = None) -> None:
+    fallback: None (default, the paper's rule) or `last_number`: a completion with neither a
+    box nor an `<answer>` tag is answered by its last plain number (`answers.py`).
+    """
+
+    def __init__(self, grader: Grader | None = None, fallback: str | None = None) -> None:
         self.__name__ = "accuracy"
-        self._rows = _GradedRows("accuracy", grader)
+        self._rows = _GradedRows("accuracy", grader, fallback)
 
     def pop_metrics(self) -> dict[str, float]:
         """Counts since the last call; the trainer logs them as rewards/<name>/<key>."""
@@ -156,7 +171,8 @@ class CosineReward:
       max_value_wrong=-0.5 (`AUTHORS_CODE_WRONG_VALUES`).
 
     max_length: the cap L in tokens (the run's max completion length). l is
-    `len(completion_ids[i])`, so `completion_ids` must be passed (TRL does).
+    `len(completion_ids[i])`, so `completion_ids` must be passed (TRL does); it counts the EOS
+    a completion stopped on, as TRL's completion mask does. fallback: as for `accuracy`.
     """
 
     def __init__(
@@ -167,11 +183,12 @@ class CosineReward:
         min_value_wrong: float = -1.0,
         max_value_wrong: float = -0.5,
         grader: Grader | None = None,
+        fallback: str | None = None,
     ) -> None:
         if max_length is None or int(max_length) <= 0:
             raise ValueError("cosine needs max_length > 0: the completion length cap L in tokens")
         self.__name__ = "cosine"
-        self._rows = _GradedRows("cosine", grader)
+        self._rows = _GradedRows("cosine", grader, fallback)
         self.max_length = int(max_length)
         self.correct = (max_value_correct, min_value_correct)  # (at l = 0, at l >= L)
         self.wrong = (min_value_wrong, max_value_wrong)

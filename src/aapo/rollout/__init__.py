@@ -1,5 +1,8 @@
 """Samplers: how completions are drawn from a model (transformers by default, vLLM optional)."""
 
+from aapo.rollout.group_sampler import GroupSampler
 from aapo.rollout.sampler import HFSampler, Sample, Sampler, SamplingParams
 
-__all__ = ["HFSampler", "Sample", "Sampler", "SamplingParams"]
+SAMPLERS: dict[str, type] = {"group": GroupSampler, "hf": HFSampler}  # by config name
+
+__all__ = ["SAMPLERS", "GroupSampler", "HFSampler", "Sample", "Sampler", "SamplingParams"]

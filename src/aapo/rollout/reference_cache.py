@@ -1,4 +1,4 @@
-"""The frozen reference's rollouts as data (SPEC §10): storage, fingerprint and lookup.
+"""The frozen reference's rollouts as data (docs/ALGORITHMS.md §9): storage, fingerprint and lookup.
 
 A cache is a directory: `shard-NNNNN.safetensors` files, each holding every draw of a block of
 `rows_per_shard` consecutive prompts, and `manifest.json` (format version, fingerprint, layout,

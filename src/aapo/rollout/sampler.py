@@ -4,7 +4,7 @@ Generation is the hot spot of an RL step, so the trainer and the evaluator only 
 `Sampler` protocol; `HFSampler` serves any transformers causal LM (CPU or GPU) and a vLLM
 backend plugs in behind the same call (`aapo.rollout.vllm_sampler`). What this leaves out:
 log-probabilities (the trainer recomputes them with gradients in one forward pass) and any
-reward logic.
+reward logic. Completions keep the EOS token that stopped them (docs/ALGORITHMS.md §6).
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ class SamplingParams:
 
 @dataclass
 class Sample:
-    """One completion: token ids without padding or the final EOS, its text, and whether it
-    hit the length cap before an EOS (truncated completions can be masked out of the loss)."""
+    """One completion as it was sampled (docs/ALGORITHMS.md §6).
+
+    completion_ids: the sampled token ids, unpadded; a completion that stopped on an EOS token
+    ends with that token (it is scored, counted in the token normaliser and trained, so the
+    stop decision is learned); nothing after it is kept. text: the completion decoded without
+    its EOS and without special tokens. truncated: it hit the length cap before any EOS, so
+    it has no EOS (truncated completions can be masked out of the loss).
+    """
 
     completion_ids: list[int]
     text: str
@@ -78,8 +84,12 @@ class HFSampler:
     def _generate_chunk(
         self, prompts: list[list[int]], params: SamplingParams
     ) -> list[list[Sample]]:
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("cannot sample from an empty prompt")
+        empty = [i for i, p in enumerate(prompts) if len(p) == 0]
+        if empty:
+            raise ValueError(
+                f"cannot sample from an empty prompt (prompt {empty[0]} of this batch has no "
+                "tokens; does the model's tokenizer encode text to nothing?)"
+            )
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -110,11 +120,12 @@ class HFSampler:
         return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
     def _to_sample(self, ids: list[int]) -> Sample:
+        """Cut after the first EOS, keeping it; what follows is padding (often the EOS id)."""
         end = next((i for i, tok in enumerate(ids) if tok in self.eos_ids), None)
-        completion = ids if end is None else ids[:end]
-        truncated = end is None  # padding only ever follows an EOS, so nothing else to strip
-        text = self.tokenizer.decode(completion, skip_special_tokens=True)
-        return Sample(completion_ids=completion, text=text, truncated=truncated)
+        if end is None:
+            return Sample(ids, self.tokenizer.decode(ids, skip_special_tokens=True), True)
+        text = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
+        return Sample(completion_ids=ids[: end + 1], text=text, truncated=False)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -73,11 +73,12 @@ class VLLMSampler:
 
     def _to_sample(self, completion: Any) -> Sample:
         ids = list(completion.token_ids)
-        # vLLM keeps the EOS that stopped a sequence in token_ids; HFSampler strips it
-        end = next((i for i, tok in enumerate(ids) if tok in self.eos_ids), len(ids))
-        ids = ids[:end]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Sample(completion_ids=ids, text=text, truncated=completion.finish_reason == "length")
+        # the EOS that stopped a sequence stays its last id (the project's convention); the
+        # text leaves it out
+        end = next((i for i, tok in enumerate(ids) if tok in self.eos_ids), None)
+        kept = ids if end is None else ids[: end + 1]
+        text = self.tokenizer.decode(ids if end is None else ids[:end], skip_special_tokens=True)
+        return Sample(kept, text, truncated=completion.finish_reason == "length")
 
 
 def _eos_ids(model: str, tokenizer: Any) -> set[int]:

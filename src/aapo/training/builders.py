@@ -24,12 +24,12 @@ from aapo.algorithms import AdvantageEstimator, get_algorithm
 from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
-from aapo.models import load_model
+from aapo.models import PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
-from aapo.rollout import HFSampler, Sampler
+from aapo.rollout import SAMPLERS, Sampler
 from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import BatchLayout, TrainConfig
-from aapo.training.logprobs import completion_logprobs
+from aapo.training.logprobs import adapter_disabled_logprobs, completion_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
 from aapo.training.scoring import RewardScorer
 from aapo.training.update import MicroBatch
@@ -46,6 +46,19 @@ def prepare_config(config: TrainConfig) -> TrainConfig:
         k: v for k, v in algorithm.defaults.items() if getattr(config, k) == getattr(pristine, k)
     }
     return replace(config, **changes) if changes else config
+
+
+def build_accelerator(precision: PrecisionPlan) -> Any:
+    """accelerate's Accelerator with the plan's mixed precision. accelerate fixes mixed
+    precision once per process, so a later run in the same process (a notebook, the test
+    suite) with another dtype first resets that part of its state."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision.mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision.mixed_precision)
 
 
 def advantage_options(config: TrainConfig, estimator: AdvantageEstimator) -> dict[str, Any]:
@@ -136,9 +149,10 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
     return TrainData(prepared, skipped, steps_per_epoch, total)
 
 
-def build_policy(config: TrainConfig, device: Any) -> Any:
-    """The model to train: loaded, optionally checkpointed, optionally with LoRA adapters."""
-    model = load_model(config.model_name_or_path, config.dtype, device)
+def build_policy(config: TrainConfig, model_path: str, dtype: torch.dtype, device: Any) -> Any:
+    """The model to train: loaded in `dtype` (float32: the optimizer's master weights),
+    optionally checkpointed, optionally with LoRA adapters."""
+    model = load_model(model_path, dtype, device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return _with_lora(model, config) if config.use_peft else model
@@ -188,13 +202,20 @@ def build_scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> An
     )
 
 
+def build_sampler(
+    config: TrainConfig, model: Any, tokenizer: Any, max_batch_size: int = 256
+) -> Sampler:
+    """The rollout sampler the config names, over `model`."""
+    return SAMPLERS[config.sampler](model, tokenizer, max_batch_size=max_batch_size)
+
+
 def build_reference_sampler(
     config: TrainConfig, policy_sampler: Sampler, policy: Any, reference_model: Any, tokenizer: Any
 ) -> Sampler:
     """Samples of π_ref: the frozen copy, or the policy with its LoRA adapters disabled."""
     if config.use_peft:
         return AdapterDisabledSampler(policy_sampler, policy)
-    return HFSampler(reference_model, tokenizer)
+    return build_sampler(config, reference_model, tokenizer)
 
 
 def build_reference_logprobs(
@@ -206,11 +227,10 @@ def build_reference_logprobs(
         return None
 
     def reference(mb: MicroBatch) -> torch.Tensor:
-        columns = mb.mask.shape[1]
+        batch = (mb.input_ids, mb.attention, mb.mask.shape[1], config.temperature)
         if config.use_peft:
-            with policy.disable_adapter():
-                return completion_logprobs(policy, mb.input_ids, mb.attention, columns)
-        return completion_logprobs(reference_model, mb.input_ids, mb.attention, columns)
+            return adapter_disabled_logprobs(policy, *batch)
+        return completion_logprobs(reference_model, *batch)
 
     return reference
 

@@ -158,13 +158,14 @@ def score(scorer: RewardScorer, rows: list[PromptRow], samples: list[Sample], G:
     for conversational data, prompts are message lists and each completion is
     `[{"role": "assistant", "content": text}]`, as TRL passes them."""
     columns = {key: [row.columns[key] for row in rows for _ in range(G)] for key in rows[0].columns}
+    columns["rendered_prompt"] = [row.rendered_prompt for row in rows for _ in range(G)]
     if rows[0].conversational:
         prompts = columns["prompt"]
         completions: list[Any] = [[{"role": "assistant", "content": s.text}] for s in samples]
     else:
         prompts, completions = columns["problem"], [s.text for s in samples]
     per_function = scorer.score(prompts, completions, [s.completion_ids for s in samples], columns)
-    rewards, valid = combine_rewards(per_function, scorer.weights)
+    rewards, valid = combine_rewards(per_function, scorer.weights, names=scorer.names)
     return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
 
 
@@ -215,7 +216,7 @@ def _rebuild(groups: list[Group], scorer: RewardScorer) -> tuple[Scored, Scored 
     G = len(groups[0].samples)
 
     def side(samples: list[Sample], per_function: torch.Tensor) -> Scored:
-        rewards, valid = combine_rewards(per_function, scorer.weights)
+        rewards, valid = combine_rewards(per_function, scorer.weights, names=scorer.names)
         return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
 
     policy = side(

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from aapo.algorithms import AGGREGATION_MODES, GPG_NORMS, SCALE_REWARDS
 from aapo.models import DTYPES
+from aapo.rollout import SAMPLERS
 
 # closed choices, written once in the modules that implement them
 ScaleRewards = Literal[SCALE_REWARDS]
@@ -23,6 +24,7 @@ GpgNorm = Literal[GPG_NORMS]
 Aggregation = Literal[AGGREGATION_MODES]
 Dtype = Literal[("auto", *DTYPES)]
 Sink = Literal["tensorboard", "wandb", "none"]
+SamplerName = Literal[tuple(SAMPLERS)]
 
 
 def _doc(default: Any, text: str) -> Any:
@@ -37,7 +39,12 @@ class TrainConfig:
     model_name_or_path: str = _doc(
         "bundled", "HF model id or local path; `bundled` = the shipped tiny model."
     )
-    dtype: Dtype = _doc("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.")
+    dtype: Dtype = _doc(
+        "auto",
+        "auto (fp32 on CPU; bf16 autocast on GPU), float32, bfloat16 or float16 (GPU only): "
+        "parameters and optimizer state stay float32 (master weights), compute runs under "
+        "autocast in this dtype, and the final model is saved in it.",
+    )
     imports: list[str] = _doc(
         [], "Python modules imported first; they may register estimators, losses or rewards."
     )
@@ -65,8 +72,15 @@ class TrainConfig:
         512, "Prompts longer than this (in tokens) are skipped at load time, counted."
     )
     max_completion_length: int = _doc(64, "New-token cap per completion.")
-    temperature: float = _doc(1.0, "Sampling temperature for policy and reference.")
+    temperature: float = _doc(
+        1.0, "Sampling temperature for policy and reference; the loss uses logits / T too."
+    )
     top_p: float = _doc(1.0, "Nucleus sampling for policy and reference.")
+    sampler: SamplerName = _doc(
+        "group",
+        "group (one prefill per prompt, finished rows leave the batch) or hf "
+        "(transformers' generate: the reference implementation).",
+    )
     # optimisation
     learning_rate: float = _doc(1e-6, "Peak learning rate (AdamW).")
     lr_scheduler_type: str = _doc(

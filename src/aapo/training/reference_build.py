@@ -23,7 +23,13 @@ from tqdm.auto import tqdm
 from aapo.algorithms import combine_rewards
 from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
-from aapo.models import load_model, load_tokenizer
+from aapo.models import (
+    load_model,
+    load_tokenizer,
+    precision_plan,
+    resolve_model_path,
+    training_device,
+)
 from aapo.rollout.reference_cache import (
     MANIFEST,
     Layout,
@@ -37,7 +43,7 @@ from aapo.rollout.reference_cache import (
     write_manifest,
     write_shard,
 )
-from aapo.rollout.sampler import HFSampler, SamplingParams
+from aapo.rollout.sampler import Sampler, SamplingParams
 from aapo.training import builders
 from aapo.training.collect import score
 from aapo.training.config import TrainConfig
@@ -59,25 +65,35 @@ def build_reference_cache(
 
     `process_index`/`num_processes` default to the accelerate launch's; pass them to split
     the work by hand."""
-    from accelerate import Accelerator
 
     _check_options(config)
     config = builders.prepare_config(config)
-    state = Accelerator()  # as the trainer: reads accelerate launch's settings (--cpu, ...)
+    precision = precision_plan(config.dtype, training_device())
+    # as the trainer: reads accelerate launch's settings (--cpu, ...), autocast included
+    state = builders.build_accelerator(precision)
     index = state.process_index if process_index is None else process_index
     count = state.num_processes if num_processes is None else num_processes
 
     scorer = builders.build_scorer(config)  # first: a bad reward fails before loading
     try:
-        return _fill(config, scorer, state.device, index, count)
+        return _fill(config, scorer, state, precision.param_dtype, index, count)
     finally:
         scorer.close()
 
 
-def _fill(config: TrainConfig, scorer: RewardScorer, device: Any, index: int, count: int) -> Path:
-    tokenizer = load_tokenizer(config.model_name_or_path)
+def _fill(
+    config: TrainConfig,
+    scorer: RewardScorer,
+    accelerator: Any,
+    dtype: torch.dtype,
+    index: int,
+    count: int,
+) -> Path:
+    with accelerator.main_process_first():  # smollm2-135m converts once
+        model_path = resolve_model_path(config.model_name_or_path)
+    tokenizer = load_tokenizer(model_path)
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
-    model = load_model(config.model_name_or_path, config.dtype, device)
+    model = load_model(model_path, dtype, accelerator.device)  # the weights training loads
     model.eval()
     model.requires_grad_(False)
     rows = data.rows
@@ -100,7 +116,8 @@ def _fill(config: TrainConfig, scorer: RewardScorer, device: Any, index: int, co
         "reference cache %s: %s; process %d/%d builds %d of %d shards (%d already done)",
         directory, plan, index, count, len(todo), layout.num_shards, already,
     )  # fmt: skip
-    sampler = HFSampler(model, tokenizer, max_batch_size=config.reference_batch_size)
+    sampling_model = accelerator.prepare_model(model, evaluation_mode=True)  # autocast
+    sampler = builders.build_sampler(config, sampling_model, tokenizer, config.reference_batch_size)
     bar = tqdm(total=len(mine), initial=already, desc="reference", disable=index != 0)
     for shard in todo:
         shard_rows = [rows[i] for i in layout.shard_rows(shard)]
@@ -127,7 +144,7 @@ def _finish(
 
 
 def sample_shard(
-    sampler: HFSampler,
+    sampler: Sampler,
     scorer: RewardScorer,
     rows: list[PromptRow],
     config: TrainConfig,
@@ -138,12 +155,12 @@ def sample_shard(
     G, P, K = config.num_generations, len(rows), len(scorer.names)
     params = SamplingParams(G, config.temperature, config.top_p, config.max_completion_length)
     prompts = [row.prompt_ids for row in rows for _ in range(draws)]  # [P·D], row-major
-    device = next(sampler.model.parameters()).device
+    device = next(sampler.model.parameters()).device  # both samplers expose their model
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(shard_seed(config.seed, shard))
         samples = [s for group in sampler.generate(prompts, params) for s in group]  # [P·D·G]
     per_function = _score(scorer, rows, samples, draws * G, _scoring_chunk(config))  # [K, N]
-    rewards, valid = combine_rewards(per_function, scorer.weights)
+    rewards, valid = combine_rewards(per_function, scorer.weights, names=scorer.names)
     return {
         "rewards": rewards.reshape(P, draws, G).contiguous(),
         "valid": valid.reshape(P, draws, G).contiguous(),

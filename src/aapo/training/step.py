@@ -161,6 +161,7 @@ def _updates(
             batches,
             policy=parts.model if needs_old else None,
             reference_logprobs=parts.reference_logprobs if cfg.beta > 0 else None,
+            temperature=cfg.temperature,
         )
     settings = _loss_settings(parts)
     for _ in range(cfg.num_iterations):
@@ -225,6 +226,7 @@ def _loss_settings(parts: StepParts) -> LossSettings:
     return LossSettings(
         loss_fn=get_policy_loss(parts.algorithm.policy_loss),
         aggregation=cfg.loss_aggregation or parts.algorithm.aggregation,
+        temperature=cfg.temperature,
         epsilon_low=cfg.epsilon,
         epsilon_high=cfg.epsilon_high,
         beta=cfg.beta,

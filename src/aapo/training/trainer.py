@@ -26,8 +26,14 @@ from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
-from aapo.models import load_tokenizer
-from aapo.rollout import HFSampler, Sampler
+from aapo.models import (
+    load_tokenizer,
+    precision_plan,
+    resolve_model_path,
+    save_pretrained_as,
+    training_device,
+)
+from aapo.rollout import Sampler
 from aapo.training import builders
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
@@ -57,11 +63,12 @@ class Trainer:
         reference_sampler: Sampler | None = None,
         reward_functions: Mapping[str, Callable[..., list]] | None = None,
     ) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config = builders.prepare_config(config)
-        self.accelerator = acc = Accelerator()
+        # fp32 master weights under bf16/fp16 autocast, saved in the dtype asked for
+        self.precision = precision_plan(config.dtype, training_device())
+        self.accelerator = acc = builders.build_accelerator(self.precision)
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
         self.cursor = 0  # prompts drawn so far, over every process
@@ -86,10 +93,12 @@ class Trainer:
         reference_sampler: Sampler | None,
     ) -> None:
         acc = self.accelerator
-        self.tokenizer = load_tokenizer(config.model_name_or_path)
+        with acc.main_process_first():  # smollm2-135m converts once, not once per process
+            model_path = resolve_model_path(config.model_name_or_path)
+        self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
 
-        model = builders.build_policy(config, acc.device)
+        model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         cached = estimator.needs_reference and config.reference_cache is not None
         sampled = estimator.needs_reference and not cached  # the reference sampled in-step
         if config.reference_cache is not None and not estimator.needs_reference:
@@ -101,10 +110,14 @@ class Trainer:
         )
         self.reference_model = builders.build_reference(config, model, sampled)
         self.model, self.optimizer = acc.prepare(model, builders.build_optimizer(config, model))
+        if self.reference_model is not None:  # autocast like the policy; no DDP, no optimizer
+            self.reference_model = acc.prepare_model(self.reference_model, evaluation_mode=True)
         self.scheduler = builders.build_scheduler(config, self.optimizer, self.total_steps)
 
         policy = acc.unwrap_model(self.model)
-        self.policy_sampler = policy_sampler or HFSampler(policy, self.tokenizer)
+        self.policy_sampler = policy_sampler or builders.build_sampler(
+            config, policy, self.tokenizer
+        )
         if sampled and reference_sampler is None:
             reference_sampler = builders.build_reference_sampler(
                 config, self.policy_sampler, policy, self.reference_model, self.tokenizer
@@ -290,7 +303,7 @@ class Trainer:
         if not acc.is_main_process:
             return
         model = acc.unwrap_model(self.model)
-        model.save_pretrained(self.output_dir, safe_serialization=True)
+        save_pretrained_as(model, self.output_dir, self.precision.save_dtype)
         self.tokenizer.save_pretrained(self.output_dir)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(self.output_dir)

@@ -55,6 +55,7 @@ class LossSettings:
 
     loss_fn: Callable[..., Any]
     aggregation: str
+    temperature: float  # log-probs are of logits / T, the distribution that was sampled
     epsilon_low: float
     epsilon_high: float | None
     beta: float
@@ -100,12 +101,16 @@ def fill_fixed_logprobs(
     *,
     policy: Any | None,
     reference_logprobs: Callable[[MicroBatch], torch.Tensor] | None,
+    temperature: float,
 ) -> None:
     """Log-probs that stay fixed during a generation batch's updates, computed once: the
     sampling policy's (when `policy` is given) and the reference's (when a KL term needs it)."""
     for mb in batches:
         if policy is not None:
-            mb.old_logps = completion_logprobs(policy, mb.input_ids, mb.attention, mb.mask.shape[1])
+            columns = mb.mask.shape[1]
+            mb.old_logps = completion_logprobs(
+                policy, mb.input_ids, mb.attention, columns, temperature
+            )
         if reference_logprobs is not None:
             mb.ref_logps = reference_logprobs(mb)
 
@@ -162,7 +167,8 @@ def optimizer_step(
 def _micro_batch_loss(
     model: Any, mb: MicroBatch, settings: LossSettings, num_tokens: float, num_sequences: int
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-    logps = completion_logprobs(model, mb.input_ids, mb.attention, mb.mask.shape[1])
+    columns = mb.mask.shape[1]
+    logps = completion_logprobs(model, mb.input_ids, mb.attention, columns, settings.temperature)
     # on-policy (the first update on a batch, no stored old log-probs): ρ = 1 in value
     old = mb.old_logps if mb.old_logps is not None else logps.detach()
     per_token, masks = settings.loss_fn(

@@ -52,6 +52,22 @@ def test_combine_rewards_rejects_inf_naming_function_and_completion():
         combine_rewards(t([0.0, 0.0, 0.0], [0.0, 1.0, float("inf")]), [1.0, 1.0])
 
 
+def test_combine_rewards_overflowing_sum_names_the_functions():
+    # 3e38 + 3e38 = 6e38 exceeds float32's max (3.4e38): an error, not an inf reward
+    per_function = t([0.0, 3e38], [1.0, 3e38])  # [K=2, N=2]
+    with pytest.raises(ValueError, match=r"completion 1 overflows.*'format': 3e\+38.*'cosine'"):
+        combine_rewards(per_function, [1.0, 1.0], names=["format", "cosine"])
+    # float64 summation: large rewards that fit are exact enough, and returned as float32
+    rewards, _ = combine_rewards(t([1e30, 2e30]), [2.0])
+    assert rewards.dtype == torch.float32
+    assert_close(rewards, torch.tensor([2e30, 4e30]))
+
+
+def test_combine_rewards_names_an_infinite_score_by_name():
+    with pytest.raises(ValueError, match=r"reward function 'accuracy' returned inf"):
+        combine_rewards(t([0.0], [float("inf")]), [1.0, 1.0], names=["format", "accuracy"])
+
+
 @pytest.mark.parametrize(
     ("per_function", "weights", "match"),
     [
@@ -97,6 +113,24 @@ def test_group_stats_ignore_invalid():
     assert_close(stats.mean, t([2.0], [0.0]))
     assert_close(stats.std, t([1.0], [0.0]))
     assert stats.tied.tolist() == [False, True]
+
+
+def test_group_stats_are_float64_inside_so_huge_rewards_do_not_overflow():
+    # [1e30, -1e30]: mean 0, squared deviations 2e60 (beyond float32's 3.4e38), / 1 → std 1.414e30
+    stats = group_stats(t([1e30, -1e30]))
+    assert stats.mean.dtype == torch.float32
+    assert_close(stats.std, t([math.sqrt(2.0) * 1e30]))
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "aapo", "gpg"])
+def test_huge_rewards_give_finite_correct_advantages(estimator):
+    # (±1e30 - 0) / (1.414e30 + 1e-4) = ±0.7071 (float32 statistics gave std inf → all zero)
+    rewards = t([1e30, -1e30], [1.0, 0.0])
+    options = {"gpg_norm": "std"} if estimator == "gpg" else {}
+    result = compute_advantages(estimator, rewards, ref_rewards=rewards.clone(), **options)
+    half = 0.5 / (math.sqrt(0.5) + EPS)  # second group: [1, 0], std √0.5
+    assert result.advantages.dtype == torch.float32
+    assert_close(result.advantages, t([1 / math.sqrt(2.0), -1 / math.sqrt(2.0)], [half, -half]))
 
 
 # --- GRPO ----------------------------------------------------------------------------------------

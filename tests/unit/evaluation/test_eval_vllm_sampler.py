@@ -80,8 +80,8 @@ def test_outputs_become_samples(fake_vllm, tmp_path: Path) -> None:
     assert sampler.eos_ids == {2, 8}
     out = sampler.generate([[11, 12], [13]], SamplingParams(n=2, temperature=0.6, max_new_tokens=3))
     assert [[s.completion_ids for s in row] for row in out] == [
-        [[11, 5], [11, 9, 9]],
-        [[13, 5], [13, 9, 9]],
+        [[11, 5, 2], [11, 9, 9]],  # the stopping EOS (2) is kept; a capped one has none
+        [[13, 5, 2], [13, 9, 9]],
     ]
     assert [s.truncated for s in out[0]] == [False, True]
     assert out[0][0].text == "11 5"

@@ -93,3 +93,49 @@ def test_solution_column_is_accepted(grader: Grader) -> None:
 def test_missing_gold_column_is_an_error(grader: Grader) -> None:
     with pytest.raises(ValueError, match="answer"):
         AccuracyReward(grader=grader)(prompts=["q"], completions=[wrap("1")], problem=["q"])
+
+
+# --- opt-in fallback: the last plain number (instruct models answer `9 + 7 = 16`) ---------------
+
+FALLBACK_CASES = [
+    ("9 + 7 = 16", "16", 1.0),
+    ("9 + 7 = 16.", "16", 1.0),
+    ("16? No: 9 + 8 = 17", "16", 0.0),  # the LAST number is the answer
+    ("23 - 9 = 14", "14", 1.0),  # `-` between terms is an operator, not a sign
+    ("3 - 5 = -2", "-2", 1.0),
+    ("Total: 1,250 apples", "1250", 1.0),
+    ("It is 2.5 metres", "2.5", 1.0),
+    ("\\boxed{15} ... or maybe 16", "16", 0.0),  # a box still wins: the fallback only fills gaps
+    ("<think>r</think><answer>15</answer> 16", "16", 0.0),
+    ("no digits here", "16", 0.0),
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "expected"), FALLBACK_CASES)
+def test_last_number_fallback_is_opt_in(grader, completion, gold, expected):
+    default = AccuracyReward(grader=grader)
+    opted = get_reward_function("accuracy", grader=grader, fallback="last_number")
+    has_rule_answer = "boxed" in completion or "<answer>" in completion
+    assert default(prompts=["q"], completions=[completion], answer=[gold]) == [
+        expected if has_rule_answer else 0.0
+    ]
+    assert opted(prompts=["q"], completions=[completion], answer=[gold]) == [expected]
+
+
+def test_fallback_counts_no_answer_only_without_any_number(grader):
+    reward = AccuracyReward(grader=grader, fallback="last_number")
+    reward(prompts=["q"] * 2, completions=["9 + 7 = 16", "sixteen"], answer=["16", "16"])
+    assert reward.pop_metrics()["no_answer"] == 1
+
+
+def test_cosine_takes_the_same_fallback(grader):
+    cosine = get_reward_function("cosine", max_length=10, grader=grader, fallback="last_number")
+    plain = get_reward_function("cosine", max_length=10, grader=grader)
+    kwargs = {"answer": ["16"], "completion_ids": [[1] * 10]}
+    assert cosine(prompts=["q"], completions=["9 + 7 = 16"], **kwargs) == [0.5]  # correct at L
+    assert plain(prompts=["q"], completions=["9 + 7 = 16"], **kwargs) == [-0.5]  # wrong at L
+
+
+def test_unknown_fallback_is_refused():
+    with pytest.raises(ValueError, match=r"fallback must be null or one of \('last_number',\)"):
+        AccuracyReward(fallback="first_number")

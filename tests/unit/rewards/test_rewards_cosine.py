@@ -26,7 +26,7 @@ def score(reward: CosineReward, completion: str, length: int, gold: str | None =
         (0, 1.0, -1.0),
         (L // 2, 0.75, -0.75),  # 0.5 + ½·0.5·(1 + 0) and -0.5 + ½·(-0.5)·(1 + 0)
         (L, 0.5, -0.5),
-        (L + 1, 0.5, -0.5),  # clamped: no wrap-around past the cap (SPEC §8.3)
+        (L + 1, 0.5, -0.5),  # clamped: no wrap-around past the cap (docs/ALGORITHMS.md §8.3)
         (3 * L, 0.5, -0.5),
     ],
 )

@@ -1,4 +1,4 @@
-"""The reference cache (SPEC §10): what it stores equals the step's own sampling and scoring,
+"""The reference cache: what it stores equals the step's own sampling and scoring,
 it refuses a run that differs (naming the field), resumes after an interruption to the same
 bytes, splits over processes without a gap or a double, and detects corruption."""
 
@@ -14,7 +14,7 @@ from aapo.data.datasets import load_problems
 from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rewards import get_reward_function
-from aapo.rollout import HFSampler, SamplingParams
+from aapo.rollout import SAMPLERS, SamplingParams
 from aapo.rollout.reference_cache import (
     ReferenceCache,
     ReferenceCacheError,
@@ -81,7 +81,7 @@ def test_stored_rewards_equal_the_scorer_on_the_same_samples(built, parts):
     rows = _rows(config, tokenizer)
     shard, draws, G = 1, 2, 2
     shard_rows = rows[4:8]  # shard 1 holds prompts 4..7
-    sampler = HFSampler(model, tokenizer, max_batch_size=config.reference_batch_size)
+    sampler = SAMPLERS[config.sampler](model, tokenizer, max_batch_size=config.reference_batch_size)
     params = SamplingParams(G, config.temperature, config.top_p, config.max_completion_length)
     torch.manual_seed(shard_seed(config.seed, shard))
     groups = sampler.generate([r.prompt_ids for r in shard_rows for _ in range(draws)], params)

@@ -1,0 +1,224 @@
+"""`aapo eval --completions FILE.jsonl`: grade completions made elsewhere (vLLM, SGLang, a
+serving fleet) with the training grader, into the same results.json/.csv, samples.jsonl and
+Table 1 as `aapo eval`. No model or tokenizer is loaded.
+
+A row: `problem`, the gold `answer` (or a `solution` whose last `\\boxed{}` is the gold, as
+in `aapo eval`'s benchmark files), and either `completion` (one string) or `completions` (a
+list of strings, the row's k samples). Optional: `benchmark` (groups rows in the report;
+default: the file's stem), `id` and `level` (as in benchmark files), `prompt` (the text the
+engine was given, kept in samples.jsonl; default: the problem), and per sample `truncated`
+(bool) and `completion_tokens` (int), a scalar beside `completion` or a list as long as
+`completions`. Every row is checked before anything is graded, each error naming file:line;
+golds go through the grader's `check_golds` once, as benchmark files do.
+
+k: every row of one benchmark must carry the same number of completions, since pass@1 and its
+interval (report.py) are computed over n problems × k samples; benchmarks may differ in k
+(AIME with 16, MATH-500 with 1). `--limit N` keeps the first N rows of each benchmark.
+Grading is resumable like sampling: samples.jsonl is flushed every `batch_size` completions,
+and `fingerprint.json` records the file's sha256 and the grader timeout.
+Left out: importing such a file as a reference cache (its fingerprint names the reference
+weights and reward functions, and it stores token lengths: see the report of this change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aapo.data.datasets import DatasetError, read_jsonl, shown
+from aapo.evaluation.benchmarks import Benchmark, Item, from_rows
+from aapo.evaluation.config import EvalConfig
+from aapo.evaluation.harness import build_results, model_label, slug, write_outputs
+from aapo.evaluation.report import load_results
+from aapo.evaluation.store import SampleStore
+from aapo.models import BUNDLED
+from aapo.rewards import Grader
+
+PER_SAMPLE = {"truncated": bool, "completion_tokens": int}  # optional, one per completion
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One external sample of a row."""
+
+    prompt: str
+    text: str
+    truncated: bool | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class CompletionsFile:
+    """A validated completions file: benchmarks as `aapo eval` has them, plus the samples."""
+
+    path: Path
+    benchmarks: list[Benchmark]
+    samples: dict[str, list[Completion]]  # by the row's file:line (Item.where)
+    k: dict[str, int]  # by benchmark name
+
+
+def load_completions(
+    path: str | Path, grader: Grader, limit: int | None = None, skip_bad_gold: bool = False
+) -> CompletionsFile:
+    """Read and check every row of `path`; golds are checked by `grader` once per benchmark."""
+    path = Path(path)
+    rows = read_jsonl(path)
+    if not rows:
+        raise DatasetError(f"completions file {path} has no rows")
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    samples: dict[str, list[Completion]] = {}
+    first: dict[str, str] = {}  # a benchmark's first row, for the k error
+    for where, row in rows:
+        name = _benchmark_name(where, row, path.stem)
+        samples[where] = _completions(where, row)
+        if name in first and len(samples[where]) != len(samples[first[name]]):
+            raise DatasetError(
+                f"{where}: {len(samples[where])} completion(s), but {first[name]} (the first row "
+                f"of benchmark {name!r}) has {len(samples[first[name]])}; every row of a "
+                "benchmark needs the same k (give each k its own `benchmark` name)"
+            )
+        first.setdefault(name, where)
+        groups.setdefault(name, []).append((where, row))
+    benchmarks = [
+        from_rows(name, f"{path} (completions)", group[:limit], skip_bad_gold, grader)
+        for name, group in groups.items()
+    ]
+    k = {name: len(samples[where]) for name, where in first.items()}
+    return CompletionsFile(path, benchmarks, samples, k)
+
+
+def _benchmark_name(where: str, row: Any, default: str) -> str:
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    name = row.get("benchmark", default)
+    if not isinstance(name, str) or not name.strip():
+        raise DatasetError(f"{where}: 'benchmark' must be a non-empty string, got {shown(name)}")
+    return name
+
+
+def _completions(where: str, row: dict[str, Any]) -> list[Completion]:
+    """The row's samples, with their optional per-sample fields, checked."""
+    if ("completion" in row) == ("completions" in row):
+        given = "both" if "completion" in row else "neither"
+        raise DatasetError(
+            f"{where}: a row needs exactly one of 'completion' (a string) or 'completions' (a "
+            f"list of strings); it has {given} (fields: {sorted(row)})"
+        )
+    single = "completion" in row
+    texts = [row["completion"]] if single else row["completions"]
+    if not single and (not isinstance(texts, list) or not texts):
+        raise DatasetError(
+            f"{where}: 'completions' must be a non-empty list of strings, got {shown(texts)}"
+        )
+    for j, text in enumerate(texts):
+        if not isinstance(text, str):
+            at = "'completion'" if single else f"'completions'[{j}]"
+            raise DatasetError(f"{where}: {at} must be a string, got {shown(text)}")
+    extra = {name: _per_sample(where, row, name, kind, single, len(texts))
+             for name, kind in PER_SAMPLE.items()}  # fmt: skip
+    prompt = row.get("prompt", row.get("problem"))  # a missing problem is reported later
+    if "prompt" in row and not isinstance(prompt, str):
+        raise DatasetError(f"{where}: 'prompt' must be a string, got {shown(prompt)}")
+    return [
+        Completion(prompt, text, extra["truncated"][j], extra["completion_tokens"][j])
+        for j, text in enumerate(texts)
+    ]
+
+
+def _per_sample(
+    where: str, row: dict[str, Any], name: str, kind: type, single: bool, k: int
+) -> list[Any]:
+    """`name` for each of the row's k samples (None when the row does not give it)."""
+    if name not in row:
+        return [None] * k
+    values = [row[name]] if single else row[name]
+    if not (isinstance(values, list) and len(values) == k and all(map(_fits(kind), values))):
+        wanted = f"a {kind.__name__}" if single else f"a list of {k} {kind.__name__}s"
+        raise DatasetError(f"{where}: {name!r} must be {wanted}, got {shown(row[name])}")
+    return values
+
+
+def _fits(kind: type) -> Any:
+    if kind is bool:
+        return lambda v: isinstance(v, bool)
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # a count
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def grade_missing(
+    data: CompletionsFile, store: SampleStore, grader: Grader, batch_size: int, progress: bool
+) -> int:
+    """Grade every sample not in `store`, `batch_size` at a time; returns how many."""
+    todo = [
+        (bench.name, item, j, sample)
+        for bench in data.benchmarks
+        for item in bench.items
+        for j, sample in enumerate(data.samples[item.where])
+        if store.get((bench.name, item.id, j), sample.prompt, item.answer) is None
+    ]
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(todo), desc="grade", unit="sample", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            verdicts = grader.grade([t[3].text for t in batch], [t[1].answer for t in batch])
+            store.append([record(*task, v) for task, v in zip(batch, verdicts, strict=True)])
+            bar.update(len(batch))
+    return len(todo)
+
+
+def record(benchmark: str, item: Item, j: int, sample: Completion, verdict: Any) -> dict:
+    """One line of samples.jsonl, with the fields `aapo eval` writes (harness.record)."""
+    return {
+        "benchmark": benchmark,
+        "id": item.id,
+        "sample": j,
+        "level": item.level,
+        "prompt": sample.prompt,
+        "completion": sample.text,
+        "extracted": verdict.extracted,
+        "gold": item.answer,
+        "correct": bool(verdict.correct),
+        "status": verdict.status,
+        "truncated": sample.truncated,
+        "completion_tokens": sample.completion_tokens,
+    }
+
+
+def grade_completions(config: EvalConfig) -> dict[str, Any]:
+    """`run_eval` for `config.completions`: prints the table, writes the files, returns them."""
+    started = time.monotonic()
+    path = Path(config.completions)
+    named = config.model not in ("", BUNDLED)  # the bundled default names no engine's model
+    label = config.model_name or (model_label(config.model) if named else path.stem)
+    output_dir = Path(config.output_dir or Path("runs") / "eval" / slug(label))
+    compared = [load_results(p) for p in config.compare]  # fail early on a bad path
+    with Grader(timeout=config.grading_timeout) as grader:
+        data = load_completions(path, grader, config.limit, config.skip_bad_gold)
+        fingerprint = {"completions": file_sha256(path), "grading_timeout": config.grading_timeout}
+        with SampleStore.open(output_dir, fingerprint, config.overwrite) as store:
+            graded = grade_missing(data, store, grader, config.batch_size, config.progress)
+            results = build_results(data.benchmarks, store, data.k)
+    total = sum(len(b.items) * data.k[b.name] for b in data.benchmarks)
+    ks = set(data.k.values())
+    results.update(
+        model=label,
+        model_path=None,
+        completions=str(path),
+        num_samples=ks.pop() if len(ks) == 1 else None,  # per benchmark in its entry
+        samples={"graded": graded, "reused": total - graded},
+        grader=dict(grader.counts),
+        output_dir=str(output_dir),
+        config=asdict(config),
+        fingerprint=fingerprint,
+        elapsed_s=round(time.monotonic() - started, 2),
+    )
+    write_outputs(results, output_dir, compared)
+    return results
