@@ -218,12 +218,18 @@ def precision_plan(dtype: str, device: torch.device | str) -> PrecisionPlan:
     )
 
 
-def save_pretrained_as(model: Any, output_dir: str | Path, dtype: torch.dtype) -> None:
+def save_pretrained_as(
+    model: Any,
+    output_dir: str | Path,
+    dtype: torch.dtype,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
     """`model.save_pretrained` with floating tensors (and config.json's dtype) in `dtype`, the
-    model itself untouched. Tensors shared in memory (tied embeddings) stay shared."""
+    model itself untouched. Tensors shared in memory (tied embeddings) stay shared.
+    `state_dict`: the full weights when the model's own are sharded (FSDP)."""
     cast: dict[tuple[int, torch.dtype, tuple[int, ...]], torch.Tensor] = {}
     state = {}
-    for key, value in model.state_dict().items():
+    for key, value in (state_dict if state_dict is not None else model.state_dict()).items():
         if value.is_floating_point() and value.dtype != dtype:
             memo = (value.data_ptr(), value.dtype, tuple(value.shape))
             value = cast.setdefault(memo, value.to(dtype))

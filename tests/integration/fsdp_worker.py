@@ -105,8 +105,21 @@ def sample(out_path: str) -> None:
         torch.save(lengths, out_path)
 
 
+def train(output_dir: str, resume: bool) -> None:
+    """Two optimizer steps with a checkpoint after the first, or only the second, resumed."""
+    lift_cpu_gate()
+    config = TrainConfig(
+        num_generations=4, per_device_train_batch_size=8, max_steps=2, save_steps=1,
+        max_completion_length=24, dataset_size=64, report_to=[], output_dir=output_dir,
+        resume_from_checkpoint="latest" if resume else None,
+    )  # fmt: skip
+    Trainer(config).train()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "sample":
         sample(sys.argv[2])
+    elif sys.argv[1] == "train":
+        train(sys.argv[2], resume=len(sys.argv) > 3)
     else:
         main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))

@@ -9,6 +9,7 @@ process; see the #15 report), DeepSpeed runs, FSDP1 (accelerate passes FSDP1 a `
 id that torch refuses on CPU)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,27 @@ def test_sampling_a_sharded_policy_keeps_the_processes_in_step(tmp_path):
     out = tmp_path / "lengths.pt"
     _launch(2, ["sample", out], fsdp=True, timeout=180)  # out of step: both wait forever
     early, late = torch.load(out)
-    assert early == [0] * 4  # every token ends process 0's completions at once
+    assert early == [1] * 4  # the first token, an EOS (kept), ends process 0's completions
     assert late == [24] * 4  # process 1's run to the cap, each token a collective forward
+
+
+def test_fsdp_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _launch(2, ["train", straight], fsdp=True)
+    resumed.mkdir()
+    # what a run killed during step 2 leaves behind
+    shutil.copytree(straight / "checkpoint-1", resumed / "checkpoint-1")
+    shutil.copy(straight / "config.yaml", resumed / "config.yaml")
+    _launch(2, ["train", resumed, "resume"], fsdp=True)
+    assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1  # only step 2 ran
+    first = load_file(straight / "checkpoint-1" / "model.safetensors")
+    final, again = (load_file(d / "model.safetensors") for d in (straight, resumed))
+    assert set(final) >= set(first)
+    assert any(not torch.equal(first[k], final[k]) for k in first)  # step 2 moved the weights
+    for key, value in final.items():
+        torch.testing.assert_close(again[key], value, rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])

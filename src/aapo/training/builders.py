@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +36,8 @@ from aapo.training.reference import AdapterDisabledSampler, frozen_copy
 from aapo.training.scoring import RewardScorer
 from aapo.training.update import MicroBatch
 
+log = logging.getLogger("aapo")
+
 
 def prepare_config(config: TrainConfig) -> TrainConfig:
     """Import the user's plug-ins (they register estimators, losses, rewards), then let the
@@ -52,13 +56,20 @@ def build_accelerator(precision: PrecisionPlan) -> Any:
     """accelerate's Accelerator with the plan's mixed precision. accelerate fixes mixed
     precision once per process, so a later run in the same process (a notebook, the test
     suite) with another dtype first resets that part of its state."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedType
     from accelerate.state import AcceleratorState
 
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") != precision.mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=precision.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision.mixed_precision)
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+    if asked and accelerator.distributed_type != DistributedType.FSDP:
+        raise ConfigError(
+            f"accelerate was asked for FSDP but runs {accelerator.distributed_type.value}: "
+            "accelerate shards models only on GPUs, and on CPU this would silently be DDP"
+        )
+    return accelerator
 
 
 def advantage_options(config: TrainConfig, estimator: AdvantageEstimator) -> dict[str, Any]:
@@ -205,8 +216,20 @@ def build_scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> An
 def build_sampler(
     config: TrainConfig, model: Any, tokenizer: Any, max_batch_size: int = 256
 ) -> Sampler:
-    """The rollout sampler the config names, over `model`."""
-    return SAMPLERS[config.sampler](model, tokenizer, max_batch_size=max_batch_size)
+    """The rollout sampler the config names, over `model`. A model sharded by FSDP needs
+    every process to run each forward pass (a collective) until all have finished, which
+    transformers' `generate` does and GroupSampler does not: it samples with `hf` then."""
+    name = config.sampler
+    if name != "hf" and _is_sharded(model):
+        log.warning("sampler %r cannot keep FSDP processes in step; sampling with hf", name)
+        name = "hf"
+    return SAMPLERS[name](model, tokenizer, max_batch_size=max_batch_size)
+
+
+def _is_sharded(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
 def build_reference_sampler(

@@ -105,6 +105,55 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in names}
 
 
+def _sharded(model: Any) -> bool:
+    """FSDP2 keeps each parameter as a DTensor shard."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def gathered_weights(model: Any) -> dict[str, torch.Tensor] | None:
+    """Under FSDP, every weight whole, gathered from the processes' shards (a collective: every
+    process calls it; process 0 gets the tensors); None when the model is not sharded."""
+    if not _sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return {k: v.contiguous() for k, v in get_model_state_dict(model, options=options).items()}
+
+
+def full_states(model: Any, optimizer: Any) -> tuple[dict, dict]:
+    """The trainable weights and the optimizer state, whole (under FSDP gathered: every
+    process calls this)."""
+    gathered = gathered_weights(model)
+    if gathered is None:
+        return trainable_state(model), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = {k: v for k, v in gathered.items() if k in names}
+    return weights, get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_full_states(model: Any, optimizer: Any, weights: dict, optimizer_state: dict) -> None:
+    """Put whole weights and optimizer state back; under FSDP each process keeps its shard."""
+    if not _sharded(model):
+        model.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
+
+
 def _save_torch(obj: Any, path: Path) -> None:
     # through a Python file object, so a full disk surfaces as OSError(ENOSPC)
     with path.open("wb") as handle:
@@ -140,11 +189,12 @@ def save_checkpoint(
     final = output_dir / f"{PREFIX}{step}"
     tmp = output_dir / f"{PREFIX}{step}.tmp"
     try:
+        weights, optim = full_states(model, optimizer)  # every process
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            _save_weights(trainable_state(model), tmp / "model.safetensors")
-            _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+            _save_weights(weights, tmp / "model.safetensors")
+            _save_torch(optim, tmp / "optimizer.pt")
             _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
         accelerator.wait_for_everyone()
         _save_torch(rng, tmp / f"rng_{accelerator.process_index}.pt")
@@ -196,8 +246,7 @@ def load_checkpoint(
     rng = safe_load(path / f"rng_{accelerator.process_index}.pt")
     if not isinstance(rng, dict) or not {"python", "numpy", "torch"} <= set(rng):
         raise CheckpointError(f"{path}/rng_{accelerator.process_index}.pt holds no RNG states")
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(optimizer_state)
+    load_full_states(model, optimizer, weights, optimizer_state)
     scheduler.load_state_dict(scheduler_state)
     set_rng_state(rng)
     return state

@@ -300,10 +300,11 @@ class Trainer:
     def _save_final(self, summary: dict[str, Any]) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
+        weights = ckpt.gathered_weights(self.model)  # FSDP: a collective; else None
         if not acc.is_main_process:
             return
         model = acc.unwrap_model(self.model)
-        save_pretrained_as(model, self.output_dir, self.precision.save_dtype)
+        save_pretrained_as(model, self.output_dir, self.precision.save_dtype, weights)
         self.tokenizer.save_pretrained(self.output_dir)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(self.output_dir)
