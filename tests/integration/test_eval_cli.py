@@ -75,12 +75,16 @@ def test_table_files_and_audit_trail_on_benchmark_slices(capsys, tmp_path: Path)
     audited = sum(s["correct"] for s in samples if s["benchmark"] == "aime24") / 4
     assert aime["pass@1"] == pytest.approx(audited)
 
-    # a finished evaluation is only re-reported; other sampling settings are refused
-    again, _ = _eval(capsys, out, *args, "--num_samples", "2")
+    # a finished evaluation is only re-reported; other sampling settings (batch_size among
+    # them: it fixes which draws a seed gives) are refused
+    again, _ = _eval(capsys, out, *args, "--num_samples", "2", "--batch_size", "4")
     assert again["samples"] == {"generated": 0, "reused": 8}
     assert again["benchmarks"] == results["benchmarks"]
     with pytest.raises(SystemExit) as stop:
-        main(["eval", "--output_dir", str(out), *QUICK, *args, "--temperature", "1.0"])
+        main(
+            ["eval", "--output_dir", str(out), *QUICK, *args, "--batch_size", "4",
+             "--num_samples", "2", "--temperature", "1.0"]
+        )  # fmt: skip
     assert stop.value.code == 2
     assert "temperature: 0.6 then, 1.0 now" in capsys.readouterr().err
 
