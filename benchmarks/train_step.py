@@ -8,8 +8,8 @@ tokens per second, and peak resident memory of the process.
 `--reference-cache` measures what precomputing the reference buys: it builds a
 reference cache once for the prompts the timed steps use (`aapo reference`; its one-off cost
 per prompt, set-up apart, beside in-step reference sampling per prompt), then times GRPO, AAPO
-sampling its reference in the step, and AAPO reading the cache, in that order, on the same
-prompts. The cached variant needs the trainer to honour `TrainConfig.reference_cache` (no
+sampling its reference in the step, and AAPO reading the cache, their steps interleaved, on
+the same prompts. The cached variant needs the trainer to honour `TrainConfig.reference_cache` (no
 reference sampler built); it stops with an error where it does not.
 
     python benchmarks/train_step.py [--steps 3] [--algorithms aapo,grpo]
@@ -52,18 +52,23 @@ def _config(algorithm: str, steps: int, output_dir: str, **changes) -> TrainConf
     return TrainConfig(**{**values, **changes})
 
 
-def measure(config: TrainConfig, steps: int) -> dict[str, float]:
-    trainer = Trainer(config)
-    if config.reference_cache and trainer.parts.reference_sampler is not None:
-        raise RuntimeError(
-            "the trainer built a reference sampler although reference_cache is set: this "
-            "checkout does not wire the cache into the step yet"
-        )
-    runs = [
-        next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows)).metrics
-        for _ in range(steps + 1)
-    ]
-    timed = runs[1:]  # the first step pays one-off costs (grader start-up, allocator warm-up)
+def measure_interleaved(configs: dict[str, TrainConfig], steps: int) -> dict[str, dict]:
+    """Each config's trainer takes its steps in turn (step 1 of every run, then step 2, ...),
+    so drifts in the machine's load fall on every run alike."""
+    trainers = {name: Trainer(config) for name, config in configs.items()}
+    for name, trainer in trainers.items():
+        if configs[name].reference_cache and trainer.parts.reference_sampler is not None:
+            raise RuntimeError(f"{name}: a reference sampler was built despite reference_cache")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trainers}
+    for _ in range(steps + 1):
+        for name, t in trainers.items():
+            runs[name].append(next(train_round(t.parts, t.draw_rows(), t.draw_rows)).metrics)
+    return {name: _summary(metrics[1:]) for name, metrics in runs.items()}
+
+
+def _summary(timed: list[dict[str, float]]) -> dict[str, float]:
+    """Medians over the timed steps (the first step pays one-off costs: grader start-up,
+    allocator warm-up)."""
     seconds = statistics.median(m["time/step"] for m in timed)
     tokens = statistics.median(m["num_tokens"] for m in timed)
     result = {"seconds_per_step": seconds, "tokens_per_second": tokens / seconds}
@@ -81,11 +86,11 @@ def _show(name: str, result: dict[str, float]) -> None:
 
 
 def per_algorithm(algorithms: list[str], steps: int) -> dict:
-    results = {}
-    for algorithm in algorithms:
-        with tempfile.TemporaryDirectory() as tmp:
-            results[algorithm] = measure(_config(algorithm, steps, tmp), steps)
-        _show(algorithm, results[algorithm])
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = {name: _config(name, steps, str(Path(tmp) / name)) for name in algorithms}
+        results = measure_interleaved(configs, steps)
+    for name, result in results.items():
+        _show(name, result)
     return {"config": "8 prompts x 8 completions, 64 new tokens, fp32 CPU", "algorithms": results}
 
 
@@ -98,7 +103,6 @@ def _timed_build(config: TrainConfig) -> float:
 def with_reference_cache(steps: int) -> dict:
     """GRPO, AAPO (in-step reference) and AAPO (cached reference) on the same prompts."""
     size = (steps + 1) * PROMPTS_PER_STEP  # one epoch is exactly the timed steps: 1 draw each
-    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "reference")
         precompute = _config("aapo", steps, tmp, dataset_size=size, reference_cache=cache)
@@ -108,14 +112,17 @@ def with_reference_cache(steps: int) -> dict:
         start_up_seconds = _timed_build(replace(warm_up, reference_cache=cache + "-warm-up"))
         build_seconds = _timed_build(precompute)
         setup_seconds = _timed_build(precompute)  # complete already: load, hash, check only
-        for name, algorithm, changes in (
-            ("grpo", "grpo", {}),
-            ("aapo", "aapo", {}),
-            ("aapo_cached", "aapo", {"reference_cache": cache}),
-        ):
-            config = _config(algorithm, steps, tmp, dataset_size=size, **changes)
-            results[name] = measure(config, steps)
-            _show(name, results[name])
+        configs = {
+            name: _config(algorithm, steps, str(Path(tmp) / name), dataset_size=size, **changes)
+            for name, algorithm, changes in (
+                ("grpo", "grpo", {}),
+                ("aapo", "aapo", {}),
+                ("aapo_cached", "aapo", {"reference_cache": cache}),
+            )
+        }
+        results = measure_interleaved(configs, steps)
+        for name, result in results.items():
+            _show(name, result)
     in_step = results["aapo"]["reference_generation"] / PROMPTS_PER_STEP
     summary = {
         "precompute_start_up_seconds": start_up_seconds,
