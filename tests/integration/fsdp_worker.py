@@ -15,12 +15,10 @@ import os
 import sys
 
 import torch
-from grad_worker import Crafted
+from grad_worker import crafted_step
 from torch.distributed.fsdp import FSDPModule
 
-from aapo.models import load_tokenizer
 from aapo.training.config import TrainConfig
-from aapo.training.step import train_round
 from aapo.training.trainer import Trainer
 
 
@@ -51,22 +49,7 @@ def full(tensor: torch.Tensor) -> torch.Tensor:
 
 def main(out_path: str, per_device: int, accumulation: int, max_grad_norm: float) -> None:
     lift_cpu_gate()
-    config = TrainConfig(
-        num_generations=4,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
-        max_grad_norm=max_grad_norm,
-        max_steps=1,
-        dataset_size=64,
-        reward_funcs=["rewards_for_tests:boxed_one"],
-        report_to=[],
-        output_dir=out_path + ".run",
-        scale_rewards="batch",
-    )
-    sampler = Crafted(load_tokenizer(config.model_name_or_path))
-    trainer = Trainer(config, policy_sampler=sampler, reference_sampler=sampler)
-    trainer.parts.optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradient
-    output = next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows))
+    trainer, output = crafted_step(out_path, per_device, accumulation, max_grad_norm=max_grad_norm)
     model = trainer.accelerator.unwrap_model(trainer.model)
     named = list(model.named_parameters())
     grads = {name: full(p.grad).clone() for name, p in named}

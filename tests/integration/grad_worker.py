@@ -27,7 +27,8 @@ class Crafted:
         ]
 
 
-def main(out_path: str, per_device: int, accumulation: int) -> None:
+def crafted_step(out_path: str, per_device: int, accumulation: int, **changes):
+    """One training step on the crafted batch, the gradient kept: (trainer, step output)."""
     config = TrainConfig(
         num_generations=4,
         per_device_train_batch_size=per_device,
@@ -38,11 +39,16 @@ def main(out_path: str, per_device: int, accumulation: int) -> None:
         report_to=[],
         output_dir=out_path + ".run",
         scale_rewards="batch",
+        **changes,
     )
     sampler = Crafted(load_tokenizer(config.model_name_or_path))
     trainer = Trainer(config, policy_sampler=sampler, reference_sampler=sampler)
     trainer.parts.optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradient
-    next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows))
+    return trainer, next(train_round(trainer.parts, trainer.draw_rows(), trainer.draw_rows))
+
+
+def main(out_path: str, per_device: int, accumulation: int) -> None:
+    trainer, _ = crafted_step(out_path, per_device, accumulation)
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
         torch.save({n: p.grad.clone() for n, p in model.named_parameters()}, out_path)
