@@ -194,9 +194,9 @@ def training_device() -> str:
     """The device type accelerate will train on, known before the Accelerator exists (its
     mixed precision is fixed at construction). Asking accelerate's PartialState here would
     set up its process state early, without `accelerate launch --cpu`'s ACCELERATE_USE_CPU."""
-    import os
+    from accelerate.utils import parse_flag_from_env
 
-    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    forced_cpu = parse_flag_from_env("ACCELERATE_USE_CPU")
     return "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
 
 

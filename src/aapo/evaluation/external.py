@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aapo.data.datasets import DatasetError, read_jsonl, shown
 from aapo.evaluation.benchmarks import Benchmark, Item, from_rows
 from aapo.evaluation.config import EvalConfig
-from aapo.evaluation.harness import build_results, model_label, slug, write_outputs
+from aapo.evaluation.harness import build_results, finish, model_label, slug
 from aapo.evaluation.report import load_results
 from aapo.evaluation.store import SampleStore
 from aapo.models import BUNDLED
@@ -208,17 +208,17 @@ def grade_completions(config: EvalConfig) -> dict[str, Any]:
             results = build_results(data.benchmarks, store, data.k)
     total = sum(len(b.items) * data.k[b.name] for b in data.benchmarks)
     ks = set(data.k.values())
-    results.update(
+    return finish(
+        results,
+        config,
+        grader,
+        output_dir,
+        fingerprint,
+        started,
+        compared,
         model=label,
         model_path=None,
         completions=str(path),
         num_samples=ks.pop() if len(ks) == 1 else None,  # per benchmark in its entry
         samples={"graded": graded, "reused": total - graded},
-        grader=dict(grader.counts),
-        output_dir=str(output_dir),
-        config=asdict(config),
-        fingerprint=fingerprint,
-        elapsed_s=round(time.monotonic() - started, 2),
     )
-    write_outputs(results, output_dir, compared)
-    return results

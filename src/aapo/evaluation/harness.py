@@ -97,11 +97,35 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             make = partial(make_sampler, config, model_path, device, dtype, tokenizer)
             generated = sample_missing(tasks, store, config, grader, make)
             results = build_results(benchmarks, store, config.num_samples)
-    results.update(
+    return finish(
+        results,
+        config,
+        grader,
+        output_dir,
+        fingerprint,
+        started,
+        compared,
         model=label,
         model_path=model_path,
         num_samples=config.num_samples,
         samples={"generated": generated, "reused": sum(map(len, tasks)) - generated},
+    )
+
+
+def finish(
+    results: dict[str, Any],
+    config: EvalConfig,
+    grader: Grader,
+    output_dir: Path,
+    fingerprint: dict[str, Any],
+    started: float,
+    compared: list[dict],
+    **fields: Any,
+) -> dict[str, Any]:
+    """Add what every evaluation records (`fields` first: what this kind of run adds), write
+    the files and print the table; → the results."""
+    results.update(
+        **fields,
         grader=dict(grader.counts),
         output_dir=str(output_dir),
         config=asdict(config),

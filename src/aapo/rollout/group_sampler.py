@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from aapo.rollout.sampler import Sample, SamplingParams, _eos_ids
+from aapo.rollout.sampler import Sample, SamplingParams, pad_and_eos_ids
 
 COMPACT_FRACTION = 0.0
 """Finished rows leave the decode batch once they are more than this fraction of it (0: at
@@ -49,8 +49,6 @@ class GroupSampler:
         *,
         compact_fraction: float = COMPACT_FRACTION,
     ) -> None:
-        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token; set one")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if not 0 <= compact_fraction <= 1:
@@ -59,10 +57,7 @@ class GroupSampler:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.compact_fraction = compact_fraction
-        self.pad_id = tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = tokenizer.eos_token_id
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id, self.eos_ids = pad_and_eos_ids(model, tokenizer)
         self._forward_kwargs = _forward_kwargs(model)
 
     @torch.no_grad()

@@ -63,15 +63,10 @@ class HFSampler:
     that RNG makes runs reproducible."""
 
     def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256) -> None:
-        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token; set one")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.pad_id = tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = tokenizer.eos_token_id
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id, self.eos_ids = pad_and_eos_ids(model, tokenizer)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
@@ -126,6 +121,14 @@ class HFSampler:
             return Sample(ids, self.tokenizer.decode(ids, skip_special_tokens=True), True)
         text = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
         return Sample(completion_ids=ids[: end + 1], text=text, truncated=False)
+
+
+def pad_and_eos_ids(model: Any, tokenizer: Any) -> tuple[int, list[int]]:
+    """The id padding uses (the pad token, else the EOS) and the ids that end a completion."""
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token; set one")
+    pad = tokenizer.pad_token_id
+    return (tokenizer.eos_token_id if pad is None else pad), _eos_ids(model, tokenizer)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
