@@ -99,6 +99,16 @@ def train(output_dir: str, resume: bool) -> None:
     Trainer(config).train()
 
 
+def _leave_together() -> None:
+    """Both processes reach a barrier, then tear the process group down, so neither exits
+    while the other's gloo threads still talk to it (an abort at exit, seen once in CI)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "sample":
         sample(sys.argv[2])
@@ -106,3 +116,4 @@ if __name__ == "__main__":
         train(sys.argv[2], resume=len(sys.argv) > 3)
     else:
         main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    _leave_together()
