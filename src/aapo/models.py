@@ -18,6 +18,7 @@ Left out: downloading anything; other GGUF models (one name, one pinned file).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -285,3 +286,17 @@ def load_model(
     path = resolve_model_path(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     return model.to(device)
+
+
+def forward_kwargs(model: Any) -> dict[str, Any]:
+    """How to call this model's forward with a KV cache: the cache's keyword (`cache` from
+    transformers 5.x, `past_key_values` before; None when its forward takes neither) and
+    `logits_to_keep=1` where supported, so a prefill computes vocabulary logits at the last
+    position only. Wrappers (DDP's `module`, PEFT's base model) pass both through to the
+    model whose signature we read."""
+    base = getattr(model, "module", model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    names = inspect.signature(base.forward).parameters
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in names else {}
+    cache = next((name for name in ("cache", "past_key_values") if name in names), None)
+    return {"cache": cache, "extra": extra}

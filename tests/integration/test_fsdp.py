@@ -77,11 +77,13 @@ def test_fsdp_on_two_processes_gives_the_one_process_gradient(tmp_path):
     assert two["grad_norm"] == pytest.approx(norm, rel=1e-4)
     assert split["grad_norm"] == pytest.approx(norm, rel=1e-4)  # the norm before clipping
     clip = 1.0 / (norm + 1e-6)  # torch's clip coefficient
+    # each group's prompt computed once (a prefill and a second forward call per micro-batch):
+    # float32 sums in another order leave elements up to ~2e-7 apart beyond rtol
     for name, grad in one["grads"].items():
-        torch.testing.assert_close(two["grads"][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+        torch.testing.assert_close(two["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
         # other micro-batch shapes sum in another order: ~1e-6 apart before clipping
         torch.testing.assert_close(
-            split["grads"][name], grad * clip, rtol=1e-4, atol=1e-7, msg=name
+            split["grads"][name], grad * clip, rtol=1e-4, atol=1e-6, msg=name
         )
 
 

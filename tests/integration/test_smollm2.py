@@ -152,3 +152,23 @@ def test_aapo_eval_on_three_synthetic_problems(smollm2_dir, tmp_path, capsys):
     assert len(samples) == 3
     assert all(s["prompt"].endswith("<|im_start|>assistant\n") for s in samples)
     assert all(0 < s["completion_tokens"] <= 16 for s in samples)
+
+
+def test_shared_prompt_logprobs_and_gradient_equal_one_pass_per_row(smollm2_dir):
+    # the Llama cache path of training/logprobs.py: a prefill read by two completions
+    from aapo.models import load_model, load_tokenizer
+    from aapo.training.logprobs import Packed, packed_logprobs
+
+    model, tokenizer = load_model(SMOLLM2), load_tokenizer(SMOLLM2)
+    prompts = [tokenizer("What is 2 + 3?")["input_ids"], tokenizer("7 - 3 =")["input_ids"]]
+    completions = [tokenizer(text)["input_ids"] for text in (" 5", " It is 5.", " 4")]
+    shared = Packed.build(prompts, [0, 0, 1], completions, tokenizer.pad_token_id)
+    results = []
+    for batch in (shared, shared.unshared()):
+        model.zero_grad()
+        values = packed_logprobs(model, batch) * batch.completion_mask
+        values.sum().backward()
+        results.append((values.detach(), model.lm_head.weight.grad.clone()))
+    (got, got_grad), (want, want_grad) = results
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got_grad - want_grad).norm() < 1e-4 * want_grad.norm()

@@ -19,12 +19,12 @@ builds their masks from the 2-D attention mask we pass).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 from typing import Any
 
 import torch
 
+from aapo.models import forward_kwargs
 from aapo.rollout.sampler import Sample, SamplingParams, pad_and_eos_ids
 
 COMPACT_FRACTION = 0.0
@@ -58,7 +58,12 @@ class GroupSampler:
         self.max_batch_size = max_batch_size
         self.compact_fraction = compact_fraction
         self.pad_id, self.eos_ids = pad_and_eos_ids(model, tokenizer)
-        self._forward_kwargs = _forward_kwargs(model)
+        self._forward_kwargs = forward_kwargs(model)
+        if self._forward_kwargs["cache"] is None:
+            raise TypeError(
+                f"GroupSampler needs a model whose forward takes a KV cache; "
+                f"{type(model).__name__}'s does not (use sampler: hf)"
+            )
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
@@ -183,14 +188,3 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     drop_sorted[:, -1] = False
     drop = drop_sorted.scatter(1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
-
-
-def _forward_kwargs(model: Any) -> dict[str, Any]:
-    """How to call this model's forward: the cache's keyword (`cache` from transformers 5.x,
-    `past_key_values` before) and `logits_to_keep=1` where supported, so the prefill computes
-    vocabulary logits at the last position only (a PEFT wrapper passes both to its base model,
-    whose signature we read)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = inspect.signature(base.forward).parameters
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in names else {}
-    return {"cache": "cache" if "cache" in names else "past_key_values", "extra": extra}

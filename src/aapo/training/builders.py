@@ -31,7 +31,7 @@ from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rollout import SAMPLERS, Sampler
 from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import BatchLayout, TrainConfig
-from aapo.training.logprobs import adapter_disabled_logprobs, completion_logprobs
+from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
 from aapo.training.scoring import RewardScorer
 from aapo.training.update import MicroBatch
@@ -232,6 +232,13 @@ def _is_sharded(model: Any) -> bool:
     return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
+def shares_prompts(config: TrainConfig) -> bool:
+    """Whether the loss computes a group's prompt once (a prefill whose KV cache the
+    completions read). Not under gradient checkpointing, whose layers drop the cache in
+    training; the no-gradient passes (old and reference log-probs) share prompts either way."""
+    return not config.gradient_checkpointing
+
+
 def build_reference_sampler(
     config: TrainConfig, policy_sampler: Sampler, policy: Any, reference_model: Any, tokenizer: Any
 ) -> Sampler:
@@ -250,10 +257,9 @@ def build_reference_logprobs(
         return None
 
     def reference(mb: MicroBatch) -> torch.Tensor:
-        batch = (mb.input_ids, mb.attention, mb.mask.shape[1], config.temperature)
         if config.use_peft:
-            return adapter_disabled_logprobs(policy, *batch)
-        return completion_logprobs(reference_model, *batch)
+            return adapter_disabled_logprobs(policy, mb.batch, config.temperature)
+        return packed_logprobs(reference_model, mb.batch, config.temperature)
 
     return reference
 

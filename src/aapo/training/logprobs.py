@@ -1,9 +1,17 @@
-"""Per-token log-probabilities of completions under a causal LM, in one forward pass.
+"""Per-token log-probabilities of completions under a causal LM.
 
 Prompts are left-padded and completions right-padded, so every completion starts at the same
 column and the model only has to produce logits for the last T+1 positions. Position ids are
 derived from the attention mask, as `generate` does for left-padded batches, so the numbers
 match the distribution the completions were sampled from.
+
+Shared prompts (`Packed`, `packed_logprobs`): the G completions of a group share one prompt.
+A `Packed` batch stores each distinct prompt once; its prompts are run once (a prefill whose
+KV cache is then selected out to every row) and the completions attend to that cache, with
+the gradient flowing back through it. The values are those of one forward pass over each row's
+prompt + completion (tested to float tolerance); the work is m·P + n·T tokens instead of
+n·(P + T). Models whose layers drop the cache (gradient checkpointing in training) are refused
+with an error; the caller turns sharing off for them (`Packed.unshared`).
 
 Temperature (ALGORITHMS.md §6): the log-probabilities are of softmax(logits / T), T the sampling
 temperature, so every loss term (NLL, ratio, KL) is taken under the distribution that was
@@ -18,38 +26,144 @@ Left out: fusing the LM head into the blocks (the model's logits are still mater
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from aapo.models import forward_kwargs
 
 # elements of one float32 block of [rows, positions, V] logits (64 MiB)
 BLOCK_ELEMENTS = 1 << 24
 
 
+@dataclass
+class Packed:
+    """Completions and their prompts, each distinct prompt stored once."""
+
+    prompt_ids: torch.Tensor  # [m, P], left-padded
+    prompt_attention: torch.Tensor  # [m, P]
+    prompt_index: torch.Tensor  # [n]: the prompt of each completion row
+    completion_ids: torch.Tensor  # [n, T], right-padded
+    completion_mask: torch.Tensor  # [n, T] float: the real completion tokens
+
+    @classmethod
+    def build(
+        cls,
+        prompts: list[list[int]],
+        prompt_index: list[int],
+        completions: list[list[int]],
+        pad_id: int,
+    ) -> Packed:
+        """Completions are taken as given, EOS included when they end with one (`Sample`)."""
+        if len(prompt_index) != len(completions):
+            raise ValueError(f"{len(prompt_index)} prompt indices but {len(completions)} rows")
+        width_p = max(len(p) for p in prompts)
+        width_c = max(1, max(len(c) for c in completions))
+        prompt_ids = torch.full((len(prompts), width_p), pad_id, dtype=torch.long)
+        prompt_attention = torch.zeros((len(prompts), width_p), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            prompt_ids[row, width_p - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            prompt_attention[row, width_p - len(prompt) :] = 1
+        completion_ids = torch.full((len(completions), width_c), pad_id, dtype=torch.long)
+        completion_mask = torch.zeros((len(completions), width_c), dtype=torch.float32)
+        for row, completion in enumerate(completions):
+            completion_ids[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
+            completion_mask[row, : len(completion)] = 1.0
+        index = torch.tensor(prompt_index, dtype=torch.long)
+        return cls(prompt_ids, prompt_attention, index, completion_ids, completion_mask)
+
+    @property
+    def shares_prompts(self) -> bool:
+        return len(self.prompt_ids) < len(self.prompt_index)
+
+    def joined(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ input_ids [n, P+T], attention_mask [n, P+T]: each row's prompt + completion."""
+        rows = self.prompt_index
+        input_ids = torch.cat([self.prompt_ids[rows], self.completion_ids], dim=1)
+        attention = torch.cat(
+            [self.prompt_attention[rows], self.completion_mask.to(torch.long)], dim=1
+        )
+        return input_ids, attention
+
+    def unshared(self) -> Packed:
+        """The same rows with one prompt copy per row (the one-forward-pass layout)."""
+        rows = self.prompt_index
+        own = torch.arange(len(rows), device=rows.device)
+        return Packed(self.prompt_ids[rows], self.prompt_attention[rows], own, *self._completions())
+
+    def to(self, device: Any) -> Packed:
+        return Packed(*(t.to(device) for t in (*self._prompts(), *self._completions())))
+
+    def _prompts(self) -> tuple[torch.Tensor, ...]:
+        return self.prompt_ids, self.prompt_attention, self.prompt_index
+
+    def _completions(self) -> tuple[torch.Tensor, ...]:
+        return self.completion_ids, self.completion_mask
+
+
 def pack(
     prompts: list[list[int]], completions: list[list[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """→ input_ids [n, P+T], attention_mask [n, P+T], completion_mask [n, T] (float).
-
-    Completions are taken as given, EOS included when they end with one (`Sample`).
-    """
+    """→ input_ids [n, P+T], attention_mask [n, P+T], completion_mask [n, T] (float), one
+    prompt per completion."""
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    width_p = max(len(p) for p in prompts)
-    width_c = max(1, max(len(c) for c in completions))
-    n = len(prompts)
-    input_ids = torch.full((n, width_p + width_c), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, width_p + width_c), dtype=torch.long)
-    completion_mask = torch.zeros((n, width_c), dtype=torch.float32)
-    for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-        input_ids[row, width_p - len(prompt) : width_p] = torch.tensor(prompt, dtype=torch.long)
-        attention[row, width_p - len(prompt) : width_p] = 1
-        if completion:
-            end = width_p + len(completion)
-            input_ids[row, width_p:end] = torch.tensor(completion, dtype=torch.long)
-            attention[row, width_p:end] = 1
-            completion_mask[row, : len(completion)] = 1.0
-    return input_ids, attention, completion_mask
+    packed = Packed.build(prompts, list(range(len(prompts))), completions, pad_id)
+    return (*packed.joined(), packed.completion_mask)
+
+
+def packed_logprobs(model: Any, batch: Packed, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[o_t] of every completion token → [n, T] (fp32); each shared
+    prompt is computed once (see the module docstring) where the model's forward takes a KV
+    cache."""
+    cache_keyword = forward_kwargs(model)["cache"]
+    if not batch.shares_prompts or cache_keyword is None:
+        T = batch.completion_ids.shape[1]
+        return completion_logprobs(model, *batch.joined(), T, temperature)
+    return _shared_prompt_logprobs(model, batch, temperature or 1.0, cache_keyword)
+
+
+def _shared_prompt_logprobs(
+    model: Any, batch: Packed, temperature: float, cache_keyword: str
+) -> torch.Tensor:
+    from transformers import DynamicCache
+
+    rows, targets = batch.prompt_index, batch.completion_ids  # [n], [n, T]
+    base = getattr(model, "module", model)
+    cache = DynamicCache(config=base.config)
+    width = batch.prompt_ids.shape[1]
+    positions = (batch.prompt_attention.cumsum(-1) - 1).clamp(min=0)  # [m, P]
+    prefill = model(
+        input_ids=batch.prompt_ids,
+        attention_mask=batch.prompt_attention,
+        position_ids=positions,
+        logits_to_keep=1,
+        use_cache=True,
+        **{cache_keyword: cache},
+    ).logits  # [m, 1, V]: the last prompt position predicts the first completion token
+    if cache.get_seq_length() != width:
+        raise RuntimeError(
+            "the model did not fill the KV cache of the shared prompts (gradient "
+            "checkpointing drops it); compute these log-probs from unshared rows"
+        )
+    first = tempered_token_logprobs(prefill[rows], targets[:, :1], temperature)  # [n, 1]
+    if targets.shape[1] == 1:
+        return first
+    cache.batch_select_indices(rows)  # differentiable: each row reads its prompt's keys
+    inputs = targets[:, :-1]  # [n, T-1]: token j predicts token j + 1
+    attention = torch.cat([batch.prompt_attention[rows], batch.completion_mask[:, :-1].long()], 1)
+    steps = torch.arange(inputs.shape[1], device=inputs.device)
+    logits = model(
+        input_ids=inputs,
+        attention_mask=attention,
+        position_ids=positions[rows, -1:] + 1 + steps,
+        logits_to_keep=inputs.shape[1],
+        use_cache=True,
+        **{cache_keyword: cache},
+    ).logits  # [n, T-1, V]
+    rest = tempered_token_logprobs(logits, targets[:, 1:], temperature)
+    return torch.cat([first, rest], dim=1)
 
 
 def completion_logprobs(
@@ -147,11 +261,7 @@ class _TemperedLogprob(torch.autograd.Function):
 
 
 def adapter_disabled_logprobs(
-    peft_model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    num_completion_tokens: int,
-    temperature: float = 1.0,
+    peft_model: Any, batch: Packed, temperature: float = 1.0
 ) -> torch.Tensor:
     """Reference log-probs of a LoRA policy: its base weights with the adapters disabled.
 
@@ -161,6 +271,4 @@ def adapter_disabled_logprobs(
     if not hasattr(peft_model, "disable_adapter"):
         raise TypeError("adapter_disabled_logprobs needs a peft model (with disable_adapter())")
     with torch.no_grad(), peft_model.disable_adapter():
-        return completion_logprobs(
-            peft_model, input_ids, attention_mask, num_completion_tokens, temperature
-        )
+        return packed_logprobs(peft_model, batch, temperature)

@@ -68,6 +68,7 @@ class StepParts:
     accelerator: Any
     pad_id: int
     advantage_options: dict[str, Any] = field(default_factory=dict)  # by the estimator's signature
+    share_prompts: bool = True  # the loss computes each group's prompt once (update.py)
 
 
 @dataclass
@@ -150,9 +151,11 @@ def _updates(
             batch.policy.samples,
             advantages,
             size=cfg.per_device_train_batch_size,
+            per_step=cfg.gradient_accumulation_steps,
             pad_id=parts.pad_id,
             mask_truncated=cfg.mask_truncated_completions,
             device=parts.accelerator.device,
+            shared=parts.share_prompts,
         )
         per_step = cfg.gradient_accumulation_steps
         off_policy = cfg.num_iterations > 1 or len(batches) > per_step
@@ -232,6 +235,7 @@ def _loss_settings(parts: StepParts) -> LossSettings:
         beta=cfg.beta,
         max_completion_length=cfg.max_completion_length,
         max_grad_norm=cfg.max_grad_norm,
+        share_prompts=parts.share_prompts,
     )
 
 

@@ -139,6 +139,7 @@ class Trainer:
             accelerator=acc,
             pad_id=self.tokenizer.pad_token_id,
             advantage_options=builders.advantage_options(config, estimator),
+            share_prompts=builders.shares_prompts(config),
         )
 
     @property

@@ -7,13 +7,20 @@ not depend on how the step is split into micro-batches or processes. Log-probabi
 not change during the updates on a batch (the sampling policy's, for the ratio when updates are
 off-policy; the reference's, for the KL term) are computed once per generation batch.
 
-Left out: sampling and scoring (collect.py), advantages (step.py).
+Little padding: within one optimizer step's completions (the step's set of rows is fixed, so
+its loss is too), rows are ordered to pad least before the step is cut into micro-batches
+(`bucket_order`), each micro-batch is as wide as its own longest prompt and completion, and
+each distinct prompt in it is stored and computed once (`Packed`). Every per-row quantity
+(advantage, loss mask, stored log-probs) travels with its row.
+
+Left out: sampling and scoring (collect.py), advantages (step.py); a token budget per
+micro-batch (the number of rows stays `per_device_train_batch_size`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +28,14 @@ import torch
 
 from aapo.algorithms import aggregate_loss, k3_kl
 from aapo.rollout import Sample
-from aapo.training.logprobs import completion_logprobs, pack
+from aapo.training.logprobs import Packed, packed_logprobs
 
 
 @dataclass
 class MicroBatch:
     """Packed completions of one micro-batch, on the training device."""
 
-    input_ids: torch.Tensor  # [n, P+T]
-    attention: torch.Tensor  # [n, P+T]
+    batch: Packed  # the rows' prompts (each distinct one once) and completions
     mask: torch.Tensor  # [n, T]: tokens in the loss
     advantages: torch.Tensor  # [n]
     old_logps: torch.Tensor | None = None  # [n, T], the sampling policy's (off-policy updates)
@@ -61,6 +67,7 @@ class LossSettings:
     beta: float
     max_completion_length: int
     max_grad_norm: float
+    share_prompts: bool = True  # False: one prompt copy per row (gradient checkpointing)
 
 
 def micro_batches(
@@ -69,30 +76,93 @@ def micro_batches(
     advantages: torch.Tensor,
     *,
     size: int,
+    per_step: int,
     pad_id: int,
     mask_truncated: bool,
     device: Any,
+    shared: bool = True,
 ) -> list[MicroBatch]:
     """Cut `samples` ([N_local], group-major; prompt b's group follows prompt_ids[b]) into
-    micro-batches of `size` completions."""
+    micro-batches of `size` completions, `per_step` of them per optimizer step; the rows of
+    each optimizer step are reordered (`bucket_order`; `shared`: the loss computes each
+    distinct prompt of a micro-batch once), never moved to another step."""
     G = len(samples) // len(prompt_ids)
-    prompts = [p for p in prompt_ids for _ in range(G)]  # [N_local]
+    prompt_of = [n // G for n in range(len(samples))]  # [N_local]
+    prompt_lengths = [len(p) for p in prompt_ids]
     out = []
-    for start in range(0, len(samples), size):
-        chunk = slice(start, start + size)
-        completions = [s.completion_ids for s in samples[chunk]]
-        input_ids, attention, mask = pack(prompts[chunk], completions, pad_id)
-        keep = [not (mask_truncated and s.truncated) for s in samples[chunk]]
-        mask = mask * torch.tensor(keep, dtype=mask.dtype).unsqueeze(1)
-        out.append(
-            MicroBatch(
-                input_ids.to(device),
-                attention.to(device),
-                mask.to(device),
-                advantages[chunk].to(device),
-            )
+    for start in range(0, len(samples), size * per_step):
+        rows = range(start, min(start + size * per_step, len(samples)))
+        order = bucket_order(
+            [prompt_of[n] for n in rows],
+            [prompt_lengths[prompt_of[n]] for n in rows],
+            [len(samples[n].completion_ids) for n in rows],
+            size,
+            shared=shared,
         )
+        for first in range(0, len(order), size):
+            chosen = [rows[i] for i in order[first : first + size]]
+            mb = _micro_batch(prompt_ids, prompt_of, samples, advantages, chosen, pad_id)
+            if mask_truncated:
+                keep = torch.tensor([not samples[n].truncated for n in chosen])
+                mb.mask = mb.mask * keep.to(mb.mask.dtype).unsqueeze(1)
+            out.append(_to(mb, device))
     return out
+
+
+def bucket_order(
+    prompts: Sequence[int],
+    prompt_lengths: Sequence[int],
+    lengths: Sequence[int],
+    size: int,
+    *,
+    shared: bool = True,
+) -> list[int]:
+    """An order of the rows (their prompt ids, prompt and completion lengths) that pads least
+    once cut into micro-batches of `size`: the one of {as given (groups whole), longest
+    completion first, longest prompt + completion first} with the fewest computed tokens,
+    each micro-batch being as wide as its widest prompt and completion, its prompts counted
+    once each when `shared`, once per row otherwise. Ties keep the given order."""
+    given = list(range(len(lengths)))
+    candidates = [
+        given,
+        sorted(given, key=lambda i: -lengths[i]),
+        sorted(given, key=lambda i: -(lengths[i] + prompt_lengths[i])),
+    ]
+
+    def cost(order: list[int]) -> int:
+        total = 0
+        for first in range(0, len(order), size):
+            chunk = order[first : first + size]
+            copies = len({prompts[i] for i in chunk}) if shared else len(chunk)
+            total += copies * max(prompt_lengths[i] for i in chunk)
+            total += len(chunk) * max(max(lengths[i] for i in chunk), 1)
+        return total
+
+    return min(candidates, key=cost)
+
+
+def _micro_batch(
+    prompt_ids: list[list[int]],
+    prompt_of: list[int],
+    samples: list[Sample],
+    advantages: torch.Tensor,
+    chosen: list[int],
+    pad_id: int,
+) -> MicroBatch:
+    """Rows `chosen` (indices into `samples`) with each distinct prompt stored once."""
+    distinct = list(dict.fromkeys(prompt_of[n] for n in chosen))
+    slot = {b: i for i, b in enumerate(distinct)}
+    batch = Packed.build(
+        [prompt_ids[b] for b in distinct],
+        [slot[prompt_of[n]] for n in chosen],
+        [samples[n].completion_ids for n in chosen],
+        pad_id,
+    )
+    return MicroBatch(batch, batch.completion_mask.clone(), advantages[chosen])
+
+
+def _to(mb: MicroBatch, device: Any) -> MicroBatch:
+    return MicroBatch(mb.batch.to(device), mb.mask.to(device), mb.advantages.to(device))
 
 
 @torch.no_grad()
@@ -104,13 +174,11 @@ def fill_fixed_logprobs(
     temperature: float,
 ) -> None:
     """Log-probs that stay fixed during a generation batch's updates, computed once: the
-    sampling policy's (when `policy` is given) and the reference's (when a KL term needs it)."""
+    sampling policy's (when `policy` is given) and the reference's (when a KL term needs it).
+    No gradient, so shared prompts are computed once whatever the model's checkpointing."""
     for mb in batches:
         if policy is not None:
-            columns = mb.mask.shape[1]
-            mb.old_logps = completion_logprobs(
-                policy, mb.input_ids, mb.attention, columns, temperature
-            )
+            mb.old_logps = packed_logprobs(policy, mb.batch, temperature)
         if reference_logprobs is not None:
             mb.ref_logps = reference_logprobs(mb)
 
@@ -167,8 +235,8 @@ def optimizer_step(
 def _micro_batch_loss(
     model: Any, mb: MicroBatch, settings: LossSettings, num_tokens: float, num_sequences: int
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-    columns = mb.mask.shape[1]
-    logps = completion_logprobs(model, mb.input_ids, mb.attention, columns, settings.temperature)
+    batch = mb.batch if settings.share_prompts else mb.batch.unshared()
+    logps = packed_logprobs(model, batch, settings.temperature)
     # on-policy (the first update on a batch, no stored old log-probs): ρ = 1 in value
     old = mb.old_logps if mb.old_logps is not None else logps.detach()
     per_token, masks = settings.loss_fn(

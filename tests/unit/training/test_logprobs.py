@@ -12,6 +12,7 @@ from aapo.algorithms import k3_kl
 from aapo.models import load_model, load_tokenizer
 from aapo.training import logprobs
 from aapo.training.logprobs import (
+    Packed,
     adapter_disabled_logprobs,
     completion_logprobs,
     pack,
@@ -30,10 +31,19 @@ def bundled():
     return load_model("bundled"), load_tokenizer("bundled")
 
 
-def _batch(tokenizer):
+def _prompts_and_completions(tokenizer):
     prompts = [tokenizer("What is 2 + 2?")["input_ids"], tokenizer("7 - 3 =")["input_ids"]]
     completions = [tokenizer(" <think> 4 </think>")["input_ids"], tokenizer(" 4")["input_ids"]]
-    return pack(prompts, completions, tokenizer.pad_token_id)
+    return prompts, completions
+
+
+def _batch(tokenizer):
+    return pack(*_prompts_and_completions(tokenizer), tokenizer.pad_token_id)
+
+
+def _packed(tokenizer):
+    prompts, completions = _prompts_and_completions(tokenizer)
+    return Packed.build(prompts, [0, 1], completions, tokenizer.pad_token_id)
 
 
 # block sizes: whole batch in one block; several rows per block; one row split into pieces
@@ -117,6 +127,7 @@ def test_lora_reference_is_the_base_and_kl_grows_once_the_adapter_moves(bundled)
     peft = pytest.importorskip("peft")
     base, tokenizer = bundled
     input_ids, attention, mask = _batch(tokenizer)
+    packed = _packed(tokenizer)
     T = mask.shape[1]
     with torch.no_grad():
         base_logps = completion_logprobs(base, input_ids, attention, T, 0.7)
@@ -128,7 +139,7 @@ def test_lora_reference_is_the_base_and_kl_grows_once_the_adapter_moves(bundled)
 
     def kl() -> torch.Tensor:
         policy = completion_logprobs(model, input_ids, attention, T, 0.7)
-        reference = adapter_disabled_logprobs(model, input_ids, attention, T, 0.7)
+        reference = adapter_disabled_logprobs(model, packed, 0.7)
         assert not reference.requires_grad
         assert_close(reference, base_logps)  # the reference is the untouched base model
         return (k3_kl(policy, reference) * mask).sum() / mask.sum(), policy
@@ -143,6 +154,6 @@ def test_lora_reference_is_the_base_and_kl_grows_once_the_adapter_moves(bundled)
 
 def test_adapter_disabled_logprobs_needs_a_peft_model(bundled):
     model, tokenizer = bundled
-    input_ids, attention, mask = _batch(tokenizer)
+    packed = _packed(tokenizer)
     with pytest.raises(TypeError, match="peft model"):
-        adapter_disabled_logprobs(model, input_ids, attention, mask.shape[1])
+        adapter_disabled_logprobs(model, packed)
