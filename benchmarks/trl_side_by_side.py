@@ -17,7 +17,8 @@ Settings both get: the synthetic train split rendered by aapo's prompt template,
 same order (TRL's dataset unshuffled); G = 8, 64 new tokens, T = 1, top-p 1, top-k off; GRPO's
 loss (TRL loss_type "grpo" = aapo's sequence_mean clipped surrogate, ε = 0.2), β = 0, rewards
 format (0.5) + accuracy (1.0), advantages scaled by the group's std; AdamW at lr 1e-5, constant,
-clip 1.0; float32 on CPU; micro-batches of `--per-device` completions, gradient accumulation so
+clip 1.0; float32 on CPU, no gradient checkpointing (TRL defaults to bf16 and checkpointing);
+micro-batches of `--per-device` completions, gradient accumulation so
 that one generation batch is one optimizer step; TRL with no vLLM, logging, eval or saving.
 
     OMP_NUM_THREADS=1 python benchmarks/trl_side_by_side.py --model bundled       # 8 × 8
@@ -174,8 +175,9 @@ def _trl_config(args: dict, output_dir: str, config_class: Any) -> Any:
     return config_class(
         output_dir=output_dir,
         use_cpu=True,
-        bf16=False,
+        bf16=False,  # TRL's default is bf16
         fp16=False,
+        gradient_checkpointing=False,  # TRL's default is on; aapo's is off
         per_device_train_batch_size=args["per_device"],
         gradient_accumulation_steps=args["prompts"] * G // args["per_device"],
         num_generations=G,

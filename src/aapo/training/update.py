@@ -101,11 +101,10 @@ def micro_batches(
         )
         for first in range(0, len(order), size):
             chosen = [rows[i] for i in order[first : first + size]]
-            mb = _micro_batch(prompt_ids, prompt_of, samples, advantages, chosen, pad_id)
-            if mask_truncated:
-                keep = torch.tensor([not samples[n].truncated for n in chosen])
-                mb.mask = mb.mask * keep.to(mb.mask.dtype).unsqueeze(1)
-            out.append(_to(mb, device))
+            batch = _packed_rows(prompt_ids, prompt_of, samples, chosen, pad_id)
+            keep = [not (mask_truncated and samples[n].truncated) for n in chosen]
+            mask = batch.completion_mask * torch.tensor(keep, dtype=torch.float32).unsqueeze(1)
+            out.append(MicroBatch(batch.to(device), mask.to(device), advantages[chosen].to(device)))
     return out
 
 
@@ -141,28 +140,22 @@ def bucket_order(
     return min(candidates, key=cost)
 
 
-def _micro_batch(
+def _packed_rows(
     prompt_ids: list[list[int]],
     prompt_of: list[int],
     samples: list[Sample],
-    advantages: torch.Tensor,
     chosen: list[int],
     pad_id: int,
-) -> MicroBatch:
+) -> Packed:
     """Rows `chosen` (indices into `samples`) with each distinct prompt stored once."""
     distinct = list(dict.fromkeys(prompt_of[n] for n in chosen))
     slot = {b: i for i, b in enumerate(distinct)}
-    batch = Packed.build(
+    return Packed.build(
         [prompt_ids[b] for b in distinct],
         [slot[prompt_of[n]] for n in chosen],
         [samples[n].completion_ids for n in chosen],
         pad_id,
     )
-    return MicroBatch(batch, batch.completion_mask.clone(), advantages[chosen])
-
-
-def _to(mb: MicroBatch, device: Any) -> MicroBatch:
-    return MicroBatch(mb.batch.to(device), mb.mask.to(device), mb.advantages.to(device))
 
 
 @torch.no_grad()
