@@ -7,10 +7,13 @@ renamed, so a half-written file never counts and finished shards survive a kill.
 also carries the fingerprint in its header, so a rerun resumes only shards of the same setup.
 
 The fingerprint names everything the stored values depend on; `ReferenceCache.open` refuses a
-run that differs, naming each field with both values, and a shard whose bytes changed.
-`take` hands a step its prompts' rewards, one fresh draw per use. Building (model, sampling,
-scoring) is in `aapo.training.reference_build`. Left out: the completion texts, and the source
-code of user reward functions (their import paths are fingerprinted, their bodies are not).
+run that differs, naming each field with both values, and a shard whose bytes changed. A
+cache imported from completions sampled elsewhere (`aapo.training.reference_import`) cannot
+vouch for `SAMPLED_ONLY` (the weights and seed that sampled them): its fingerprint leaves them
+out, its manifest's `source` names the file, and `open` checks the rest. `take` hands a step
+its prompts' rewards, one fresh draw per use. Building (model, sampling, scoring) is in
+`aapo.training.reference_build`. Left out: the completion texts, and the source code of user
+reward functions (their import paths are fingerprinted, their bodies are not).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""`aapo reference --completions`: the reference sampler's own completions, written as an
-external file and imported, give the cache `aapo reference` wrote from them; the imported
-cache says where it came from and claims no weights; bad files are refused naming the line;
-a training run reads the imported cache."""
+"""`aapo reference --completions`: the reference sampler's own completions, put into the rows
+`scripts/vllm_completions.py --reference_for --dry_run` writes and imported, give the cache
+`aapo reference` wrote from them; the imported cache says where it came from and claims no
+weights; bad files are refused naming the line; a training run reads the imported cache."""
 
 import hashlib
+import importlib.util
 import json
 import re
 from dataclasses import replace
@@ -47,6 +48,7 @@ ARGS = [
     "--max_steps", "8",
 ]  # fmt: skip
 G, D = 2, 2
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "vllm_completions.py"
 
 
 def _config(directory: Path, *more: str) -> TrainConfig:
@@ -85,23 +87,37 @@ def sampled(tmp_path_factory):
     return directory, config, data.rows, made[0].samples, tokenizer
 
 
-def _lines(sampled, ids=True, **extra) -> list[dict]:
-    """The file an engine would write for these samples (vllm_completions.py's fields)."""
-    _, _, rows, samples, tokenizer = sampled
+@pytest.fixture(scope="module")
+def script_rows(tmp_path_factory) -> list[dict]:
+    """What `scripts/vllm_completions.py --reference_for ... --dry_run` writes for this run."""
+    spec = importlib.util.spec_from_file_location("vllm_completions", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path_factory.mktemp("script") / "prompts.jsonl"
+    options = [f"{key[2:]}={value}" for key, value in zip(ARGS[::2], ARGS[1::2], strict=True)]
+    script.main(["--reference_for", "default", "--train_options", *options, "--output", str(out),
+                 "--dry_run"])  # fmt: skip
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _lines(sampled, script_rows, ids=True) -> list[dict]:
+    """The script's rows with each prompt's samples added as its vLLM run adds them."""
+    _, _, rows, samples, _ = sampled
+    assert [(r["problem"], r["prompt"]) for r in script_rows] == [
+        (row.problem, row.rendered_prompt) for row in rows
+    ]
     lines = []
-    for row in rows:
+    for row, line in zip(rows, script_rows, strict=True):
         mine = samples[row.index * D * G : (row.index + 1) * D * G]
         line = {
-            "problem": row.problem,
-            "answer": row.columns["answer"],
-            "prompt": tokenizer.decode(row.prompt_ids, skip_special_tokens=False),
+            **line,
             "completions": [s.text for s in mine],
             "truncated": [s.truncated for s in mine],
             "completion_tokens": [len(s.completion_ids) for s in mine],
         }
         if ids:
             line["completion_ids"] = [s.completion_ids for s in mine]
-        lines.append({**line, **extra})
+        lines.append(line)
     return lines
 
 
@@ -114,10 +130,12 @@ def _fingerprint(config, rows, tokenizer):
     return reference_fingerprint(config, load_model("bundled"), rows, tokenizer)
 
 
-def test_importing_the_samplers_own_completions_gives_the_sampled_cache(sampled, tmp_path):
+def test_importing_the_samplers_own_completions_gives_the_sampled_cache(
+    sampled, script_rows, tmp_path
+):
     directory, config, rows, samples, tokenizer = sampled
     assert len(samples) == len(rows) * D * G
-    path = _write(tmp_path / "ref.jsonl", _lines(sampled))
+    path = _write(tmp_path / "ref.jsonl", _lines(sampled, script_rows))
     imported = tmp_path / "imported"
     main(["reference", "--completions", str(path), *ARGS, "--reference_cache", str(imported)])
 
@@ -134,11 +152,15 @@ def test_importing_the_samplers_own_completions_gives_the_sampled_cache(sampled,
     assert manifest["source"]["completion_ids_given"] == len(samples)
 
 
-def test_text_alone_is_re_encoded_with_an_eos_for_each_stopped_completion(sampled, tmp_path):
+def test_text_alone_is_re_encoded_with_an_eos_for_each_stopped_completion(
+    sampled, script_rows, tmp_path
+):
     _, config, rows, samples, tokenizer = sampled
-    lines = _lines(sampled, ids=False)
-    for line in lines:
+    lines = _lines(sampled, script_rows, ids=False)
+    for line, row in zip(lines, rows, strict=True):
         del line["truncated"]  # inferred: a re-encoded text shorter than the cap stopped
+        # the prompt as `aapo eval`'s samples show it: its token ids decoded
+        line["prompt"] = tokenizer.decode(row.prompt_ids, skip_special_tokens=False)
     tokens = Tokens(tokenizer, saved_eos_ids("bundled", tokenizer), config.max_completion_length)
     imported = read_reference_file(_write(tmp_path / "ref.jsonl", lines), rows, tokens, G)
     got = [s for row in imported.samples for s in row]
@@ -157,9 +179,11 @@ def test_text_alone_is_re_encoded_with_an_eos_for_each_stopped_completion(sample
     assert any(s.truncated for s in got) and not all(s.truncated for s in got)
 
 
-def test_the_trainer_reads_an_imported_cache_and_says_where_it_came_from(sampled, tmp_path):
+def test_the_trainer_reads_an_imported_cache_and_says_where_it_came_from(
+    sampled, script_rows, tmp_path
+):
     _, config, _, _, _ = sampled
-    path = _write(tmp_path / "ref.jsonl", _lines(sampled))
+    path = _write(tmp_path / "ref.jsonl", _lines(sampled, script_rows))
     imported = tmp_path / "imported"
     import_reference_completions(replace(config, reference_cache=str(imported)), path)
     run = replace(
@@ -177,15 +201,15 @@ def test_the_trainer_reads_an_imported_cache_and_says_where_it_came_from(sampled
         Trainer(replace(run, temperature=0.5))  # the other fields still hold it to the run
 
 
-def test_a_directory_holding_another_file_or_setup_is_refused(sampled, tmp_path):
+def test_a_directory_holding_another_file_or_setup_is_refused(sampled, script_rows, tmp_path):
     directory, config, *_ = sampled
-    first = _write(tmp_path / "a.jsonl", _lines(sampled))
+    first = _write(tmp_path / "a.jsonl", _lines(sampled, script_rows))
     imported = replace(config, reference_cache=str(tmp_path / "imported"))
     import_reference_completions(imported, first)
     before = read_manifest(tmp_path / "imported")
     import_reference_completions(imported, first)  # the same file: nothing to do
     assert read_manifest(tmp_path / "imported") == before
-    lines = _lines(sampled)
+    lines = _lines(sampled, script_rows)
     lines[0]["completions"][0] += " "
     with pytest.raises(DatasetError, match=r"not from .*b\.jsonl"):
         import_reference_completions(imported, _write(tmp_path / "b.jsonl", lines))
@@ -258,20 +282,20 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", BAD)
-def test_a_bad_row_is_refused_naming_its_line(sampled, tmp_path, name):
+def test_a_bad_row_is_refused_naming_its_line(sampled, script_rows, tmp_path, name):
     _, config, rows, _, tokenizer = sampled
     change, message = BAD[name]
-    path = _write(tmp_path / "bad.jsonl", _edit(_lines(sampled), 5, change))
+    path = _write(tmp_path / "bad.jsonl", _edit(_lines(sampled, script_rows), 5, change))
     tokens = Tokens(tokenizer, saved_eos_ids("bundled", tokenizer), config.max_completion_length)
     with pytest.raises(DatasetError, match=message) as err:
         read_reference_file(path, rows, tokens, G)
     assert "bad.jsonl:6:" in str(err.value)
 
 
-def test_duplicate_and_missing_prompts_are_named_and_counted(sampled, tmp_path):
+def test_duplicate_and_missing_prompts_are_named_and_counted(sampled, script_rows, tmp_path):
     _, config, rows, _, tokenizer = sampled
     tokens = Tokens(tokenizer, saved_eos_ids("bundled", tokenizer), config.max_completion_length)
-    lines = _lines(sampled)
+    lines = _lines(sampled, script_rows)
     with pytest.raises(DatasetError, match=r"dup.jsonl:17: a duplicate row.*dup.jsonl:4 already"):
         read_reference_file(_write(tmp_path / "dup.jsonl", [*lines, lines[3]]), rows, tokens, G)
     with pytest.raises(DatasetError, match="lacks 2 of the 16 training prompts") as err:
@@ -279,3 +303,16 @@ def test_duplicate_and_missing_prompts_are_named_and_counted(sampled, tmp_path):
     assert rows[0].problem[:20] in str(err.value)
     with pytest.raises(DatasetError, match="has no rows"):
         read_reference_file(_write(tmp_path / "empty.jsonl", []), rows, tokens, G)
+
+
+def test_the_script_takes_prompts_and_sampling_from_the_train_config_only(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("vllm_completions", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = ["--output", str(tmp_path / "r.jsonl")]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--reference_for", "default", "--temperature", "0.6", *out])
+    assert "--temperature: with --reference_for the train config sets" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.parse_args(out)
+    assert "--model is required (or --reference_for" in capsys.readouterr().err
