@@ -347,7 +347,7 @@ def main() -> None:
     parser.add_argument("--stop-easy", type=float, default=0.9)
     parser.add_argument("--stop-mid", type=float, default=0.6)
     parser.add_argument("--careless-fraction", type=float, default=0.8)
-    parser.add_argument("--habit-steps", type=int, default=75)
+    parser.add_argument("--habit-steps", type=int, default=150)
     parser.add_argument("--habit-lr", type=float, default=3e-4)
     parser.add_argument(
         "--from-stage1", type=Path, help="start at the habit stage from this stage-1 model"

@@ -141,7 +141,8 @@ def test_careless_arithmetic_hand_values(start, steps, careful, careless) -> Non
     assert problem.slips == (careful[-1] != careless[-1])
     text = problem.solution(careless=True)
     assert text.endswith(f"\\boxed{{{careless[-1]}}} </answer>")
-    (op, x), symbol = steps[0], {"add": "+", "sub": "-", "mul": "*"}[steps[0][0]]
+    op, x = steps[0]
+    symbol = {"add": "+", "sub": "-", "mul": "*"}[op]
     assert f"<think> {start}{symbol}{x}={careless[0]}" in text  # the work shows the slip
 
 
