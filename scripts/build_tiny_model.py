@@ -1,4 +1,4 @@
-"""Rebuild the bundled tiny math model from nothing: tokenizer, random init, short SFT warm-up.
+"""Rebuild the bundled tiny math model from nothing: tokenizer, random init, two warm-up stages.
 
     PYTHONPATH=src python scripts/build_tiny_model.py                 # rebuild it in place
     PYTHONPATH=src python scripts/build_tiny_model.py --measure-only  # re-measure, write nothing
@@ -6,17 +6,29 @@
 Steps: (1) train a byte-level BPE tokenizer on train-side problems and solutions (digits stay
 single tokens, the answer-format tags are whole, non-special tokens, ChatML roles); (2) a
 randomly initialised Qwen2 model; (3) supervised warm-up on train-side problems with worked
-solutions in the paper's format, loss on the completion only; (4) stop early on purpose: every
+solutions in the paper's format, loss on the completion only, stopped early on purpose: every
 `--eval-every` steps, greedy accuracy per level on valid-side problems is measured and training
 stops at the first check where level 1 is nearly solved (>= --stop-easy) and levels 2-3 average
---stop-mid, leaving tied groups at both ends and mixed groups between for RL to work on;
-(5) save in float32 safetensors, reload through `from_pretrained` and measure per-level accuracy
-on test-side problems (greedy, and sampled at T=1) into `build_report.json` beside the model.
+--stop-mid; (4) the habit stage: `--habit-steps` more steps on a mix where a fraction
+`--careless-fraction` of the worked solutions drop every carry and borrow
+(`Problem.solution(careless=True)`), so the model makes those slips by habit (greedy decoding
+follows the majority) while the careful answer keeps a sizeable share of the sampled ones: the
+headroom the default RL run recovers with the accuracy reward; (5) save in float32
+safetensors, reload through `from_pretrained` and measure per-level accuracy on test-side
+problems (greedy, and sampled at T=1, and how often greedy makes the slip) into
+`build_report.json` beside the model.
+
+Why a habit: RL on a model this small cannot teach new arithmetic in a few minutes, and greedy
+accuracy only moves where the model's most likely answer is wrong while a right one is likely
+enough to be sampled. A warm-up taught by a careless teacher is a clean instance of that (the
+skill is there, used one time in five), and it is the kind of gain RL with a verifier is known
+to give on real models: making reliable what the model can already do.
 
 Deterministic for a given seed and thread count (seeded torch, deterministic algorithms, data
 from `random.Random`); other CPUs or library versions may stop a check earlier or later, which
-the stop rule keeps to a similar accuracy profile. About 12 minutes on 2 free CPU cores. Left
-out: learning-rate search, any GPU path, packing of sequences.
+the stop rule keeps to a similar accuracy profile. About 25 minutes on 2 free CPU cores;
+`--from-stage1 DIR` starts at step (4) from a model that steps (1)-(3) wrote. Left out:
+learning-rate search, any GPU path, packing of sequences.
 """
 
 from __future__ import annotations
@@ -175,13 +187,14 @@ def prompt_ids(tokenizer, problem: str) -> list[int]:
 
 
 def sft_batch(
-    tokenizer, problems: list[Problem]
+    tokenizer, problems: list[Problem], careless: list[bool] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels (-100 on prompt and padding)."""
+    """Right-padded input ids, attention mask and labels (-100 on prompt and padding); the
+    problems flagged in `careless` get the carry-dropping solution."""
     rows = []
-    for p in problems:
+    for p, slip in zip(problems, careless or [False] * len(problems), strict=True):
         prompt = prompt_ids(tokenizer, p.text)
-        completion = tokenizer(p.solution(), add_special_tokens=False)["input_ids"]
+        completion = tokenizer(p.solution(careless=slip), add_special_tokens=False)["input_ids"]
         rows.append((prompt, [*completion, tokenizer.eos_token_id]))
     width = max(len(a) + len(b) for a, b in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
@@ -220,16 +233,21 @@ def generate(model, tokenizer, problems: list[str], temperature: float, n: int =
     return texts
 
 
-def score(texts: list[str], answers: list[int], n: int) -> dict[str, float]:
-    """Accuracy: the last \\boxed{integer} equals the answer; format: the paper's template.
-    With n samples per problem, also how often all n are right or all wrong (tied groups)."""
-    right = []
-    for text, answer in zip(texts, answers, strict=True):
+def score(texts: list[str], problems: list[Problem], n: int) -> dict[str, float]:
+    """Accuracy: the last \\boxed{integer} equals the answer; format: the paper's template;
+    `slipped`: of the problems careless arithmetic gets wrong, how often the careless answer
+    was given. With n samples per problem, also how often all n are right or all wrong."""
+    right, slipped = [], []
+    for text, problem in zip(texts, problems, strict=True):
         boxed = BOXED_RE.findall(text)
-        right.append(bool(boxed) and int(boxed[-1]) == answer)
+        given = int(boxed[-1]) if boxed else None
+        right.append(given == problem.answer)
+        if problem.slips:
+            slipped.append(given == problem.slipped_values()[-1])
     out = {
         "accuracy": sum(right) / len(texts),
         "format": sum(bool(FORMAT_RE.match(t)) for t in texts) / len(texts),
+        "slipped": sum(slipped) / max(1, len(slipped)),
     }
     if n > 1:
         groups = [sum(right[i : i + n]) for i in range(0, len(right), n)]
@@ -242,12 +260,42 @@ def evaluate(model, tokenizer, by_level: dict[int, list[Problem]], temperature: 
     report = {}
     for level, problems in by_level.items():
         texts = generate(model, tokenizer, [p.text for p in problems], temperature, n)
-        report[level] = score(texts, [p.answer for p in problems for _ in range(n)], n)
+        report[level] = score(texts, [p for p in problems for _ in range(n)], n)
     return report
 
 
 def held_out(split: str, per_level: int, seed: int) -> dict[int, list[Problem]]:
     return {lvl: generate_structured(per_level, seed, (lvl,), split=split) for lvl in LEVELS}
+
+
+def sft_step(model, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    model.train()
+    ids, mask, labels = batch
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def habit(model, tokenizer, args: argparse.Namespace) -> dict:
+    """Step (4): a fixed number of steps at a constant rate on the careful/careless mix, each
+    solution careless with probability `--careless-fraction` (its own seeded coin)."""
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=args.habit_lr, betas=(0.9, 0.98), weight_decay=0.01
+    )
+    rng, coin = train_side_stream(f"{args.seed}/habit"), random.Random(f"{args.seed}/careless")
+    began = time.time()
+    for step in range(1, args.habit_steps + 1):
+        problems = [draw_train(rng) for _ in range(args.batch_size)]
+        careless = [coin.random() < args.careless_fraction for _ in problems]
+        loss = sft_step(model, opt, sft_batch(tokenizer, problems, careless))
+        if step % args.eval_every == 0 or step == args.habit_steps:
+            print(
+                f"habit step {step} loss {loss.item():.3f} {time.time() - began:.0f}s", flush=True
+            )
+    return {"steps": args.habit_steps, "careless_fraction": args.careless_fraction}
 
 
 def train(model, tokenizer, args: argparse.Namespace) -> dict:
@@ -258,14 +306,10 @@ def train(model, tokenizer, args: argparse.Namespace) -> dict:
     valid = held_out("valid", args.valid_per_level, args.seed)
     history, stop_reason, step, began = [], "max_steps", 0, time.time()
     for step in range(1, args.max_steps + 1):
-        model.train()
-        ids, mask, labels = sft_batch(tokenizer, [draw_train(rng) for _ in range(args.batch_size)])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = sft_step(
+            model, opt, sft_batch(tokenizer, [draw_train(rng) for _ in range(args.batch_size)])
+        )
         sched.step()
-        opt.zero_grad(set_to_none=True)
         if step % args.eval_every == 0:
             acc = {lvl: r["accuracy"] for lvl, r in evaluate(model, tokenizer, valid, 0.0).items()}
             acc = {lvl: round(a, 3) for lvl, a in acc.items()}
@@ -302,6 +346,12 @@ def main() -> None:
     parser.add_argument("--valid-per-level", type=int, default=100)
     parser.add_argument("--stop-easy", type=float, default=0.9)
     parser.add_argument("--stop-mid", type=float, default=0.6)
+    parser.add_argument("--careless-fraction", type=float, default=0.8)
+    parser.add_argument("--habit-steps", type=int, default=150)
+    parser.add_argument("--habit-lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--from-stage1", type=Path, help="start at the habit stage from this stage-1 model"
+    )
     parser.add_argument("--test-per-level", type=int, default=200)
     parser.add_argument("--samples", type=int, default=8, help="T=1 samples per test problem")
     parser.add_argument("--measure-only", action="store_true", help="re-measure --out, no build")
@@ -317,9 +367,8 @@ def main() -> None:
     # Build beside the target and swap at the end, so a failed build leaves the old model.
     stage = args.out.with_name(args.out.name + ".partial")
     shutil.rmtree(stage, ignore_errors=True)
-    tokenizer = save_tokenizer(build_tokenizer(args.seed, args.vocab_size), stage)
-    model = build_model(tokenizer, args)
-    run = train(model, tokenizer, args)
+    model, tokenizer, run = stage_one(args, stage)
+    run = {**run, "habit": habit(model, tokenizer, args)}
     model.save_pretrained(stage)
     shutil.rmtree(args.out, ignore_errors=True)
     stage.rename(args.out)
@@ -328,6 +377,18 @@ def main() -> None:
     report = measure(args, run, began)
     print(table(report))
     print(f"wrote {args.out} in {report['wall_seconds']} s")
+
+
+def stage_one(args: argparse.Namespace, stage: Path):
+    """Steps (1)-(3) into `stage`, or the model `--from-stage1` names, copied there."""
+    if args.from_stage1 is None:
+        tokenizer = save_tokenizer(build_tokenizer(args.seed, args.vocab_size), stage)
+        model = build_model(tokenizer, args)
+        return model, tokenizer, train(model, tokenizer, args)
+    shutil.copytree(args.from_stage1, stage)
+    (stage / "build_report.json").unlink(missing_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(stage, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(stage), {"stage1": str(args.from_stage1)}
 
 
 def measure(args: argparse.Namespace, run: dict | None, began: float) -> dict:
@@ -339,7 +400,8 @@ def measure(args: argparse.Namespace, run: dict | None, began: float) -> dict:
     test = held_out("test", args.test_per_level, seed=0)
     greedy = evaluate(model, tokenizer, test, 0.0)
     sampled = evaluate(model, tokenizer, test, 1.0, n=args.samples)
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings = {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()}
+    settings.pop("out")
     report = {
         "command": "PYTHONPATH=src python scripts/build_tiny_model.py",
         "args": settings,
@@ -365,8 +427,11 @@ def table(report: dict) -> str:
     greedy = report["test"]["greedy"]["by_level"]
     sampled = report["test"]["sampled_t1"]["by_level"]
     keys = [(greedy, "accuracy"), (greedy, "format"), (sampled, "accuracy"), (sampled, "format")]
-    keys += [(sampled, "groups_all_right"), (sampled, "groups_all_wrong")]
-    lines = ["level | greedy acc, format | T=1 acc, format | T=1 groups all right, all wrong"]
+    keys += [(sampled, "groups_all_right"), (sampled, "groups_all_wrong"), (greedy, "slipped")]
+    lines = [
+        "level | greedy acc, format | T=1 acc, format | T=1 groups all right, all wrong"
+        " | greedy slipped"
+    ]
     for lvl in greedy:
         lines.append(f"{lvl:5} | " + "  ".join(f"{d[lvl][k]:.3f}" for d, k in keys))
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """`aapo` command line: parse → config → call. No logic lives here.
 
     aapo train [--config RECIPE_OR_YAML] [--resume [PATH]] [--key value ...]
-    aapo reference [--config RECIPE_OR_YAML] --reference_cache DIR [--key value ...]
+    aapo reference [--config RECIPE_OR_YAML] --reference_cache DIR [--completions FILE.jsonl]
+                   [--key value ...]
     aapo eval  [--config YAML] [--key value ...]
     aapo data synthetic --output_dir DIR [--num_train N] [--num_test N] [--seed S]
     aapo compare [--algorithms aapo,grpo,gpg] [--seeds 3] [--config YAML] [--key value ...]
@@ -83,6 +84,13 @@ def _add_train_parsers(commands: argparse._SubParsersAction) -> None:
         formatter_class=raw,
     )
     reference.add_argument("--config", default="default", help=recipes)
+    reference.add_argument(
+        "--completions",
+        default=None,
+        metavar="FILE.jsonl",
+        help="import the reference's completions sampled elsewhere (vLLM, SGLang) instead of "
+        "sampling: graded with the run's rewards; README 'Reference completions from vLLM'",
+    )
 
 
 def _add_data_parser(commands: argparse._SubParsersAction) -> None:
@@ -235,8 +243,13 @@ def _compare_or_plot(
 def _reference(args: argparse.Namespace, rest: list[str]) -> None:
     from aapo.training.config import TrainConfig
     from aapo.training.reference_build import build_reference_cache
+    from aapo.training.reference_import import import_reference_completions
 
-    print(build_reference_cache(load_config(TrainConfig, args.config, rest)))
+    config = load_config(TrainConfig, args.config, rest)
+    if args.completions is None:
+        print(build_reference_cache(config))
+    else:
+        print(import_reference_completions(config, args.completions))
 
 
 def _eval(args: argparse.Namespace, rest: list[str]) -> None:

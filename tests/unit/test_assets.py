@@ -82,14 +82,15 @@ def test_greedy_generation_follows_the_format(model, tokenizer) -> None:
     assert all(tokenizer.eos_token_id in row.tolist() for row in out[:, width:])
 
 
-def test_build_report_shows_tied_and_mixed_groups() -> None:
+def test_build_report_shows_the_habit_and_the_headroom() -> None:
     report = json.loads((TINY_MODEL_DIR / "build_report.json").read_text())
     greedy = report["test"]["greedy"]["by_level"]
     sampled = report["test"]["sampled_t1"]["by_level"]
     assert set(greedy) == set(sampled) == {"1", "2", "3", "4", "5"}
-    assert greedy["1"]["accuracy"] >= 0.8 and greedy["5"]["accuracy"] <= 0.3
     assert all(level["format"] >= 0.95 for level in sampled.values())
-    # The regime AAPO is about: groups that tie at both ends, mixed groups in the middle.
-    assert sampled["1"]["groups_all_right"] >= 0.2 and sampled["5"]["groups_all_wrong"] >= 0.8
-    middle = sampled["3"]
-    assert 1 - middle["groups_all_right"] - middle["groups_all_wrong"] >= 0.5
+    # The habit: where dropping a carry or borrow changes the answer, greedy mostly drops it...
+    assert greedy["1"]["slipped"] >= 0.5 and greedy["2"]["slipped"] >= 0.5
+    # ...while sampling still finds right answers: the headroom the default run recovers.
+    assert sampled["1"]["accuracy"] >= 0.4 and sampled["5"]["groups_all_wrong"] >= 0.8
+    middle = sampled["3"]  # the regime AAPO is about: tied groups at both ends, mixed between
+    assert 1 - middle["groups_all_right"] - middle["groups_all_wrong"] >= 0.4

@@ -23,6 +23,13 @@ on there are millions of chains and a test problem's arithmetic is almost surely
 split, texts are distinct. A level's rows come from `random.Random(f"{seed}/{split}/{level}")`,
 so a larger request extends a smaller one (the first k rows of a level do not depend on the total).
 
+Careless arithmetic. `Problem.slipped_values` is what a solver gets who drops every carry and
+borrow, the two commonest bugs of children's column arithmetic ("forgot to carry"; "smaller from
+larger": 52 - 17 = 45): 37 + 48 = 75, 52 - 17 = 45, 37 * 4 = 128. The bundled model is warmed
+up on a mix of careful and careless solutions (scripts/build_tiny_model.py), so it makes these
+slips by habit while the careful answer stays within reach of sampling: headroom that RL with a
+verifier can recover, as it recovers a skill a real model has but does not use reliably.
+
 Left out: division, negative numbers, problems that need operator precedence beyond the one
 pair of parentheses the symbolic form uses to keep left-to-right order.
 """
@@ -69,6 +76,37 @@ _WORD_TEMPLATES = (
 NUM_TEMPLATES = len(_SYMBOLIC_TEMPLATES) + len(_WORD_TEMPLATES)
 
 
+def _digits_add(a: int, b: int) -> int:
+    """Column addition that never carries: each column keeps its units digit."""
+    out, place = 0, 1
+    while a or b:
+        out += (a % 10 + b % 10) % 10 * place
+        a, b, place = a // 10, b // 10, place * 10
+    return out
+
+
+def _digits_sub(a: int, b: int) -> int:
+    """Column subtraction that never borrows: each column takes the smaller digit from the
+    larger."""
+    out, place = 0, 1
+    while a or b:
+        out += abs(a % 10 - b % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return out
+
+
+def _digits_mul(a: int, d: int) -> int:
+    """Multiplication by one digit that never carries, except out of the leading column."""
+    out, place = 0, 1
+    while a >= 10:
+        out += a % 10 * d % 10 * place
+        a, place = a // 10, place * 10
+    return out + a * d * place
+
+
+_CARELESS = {"add": _digits_add, "sub": _digits_sub, "mul": _digits_mul}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem in structured form; the text and the worked solution are derived from it."""
@@ -91,9 +129,22 @@ class Problem:
             out.append(value)
         return out
 
+    def slipped_values(self) -> list[int]:
+        """The running values with every carry and borrow dropped (see the module docstring)."""
+        value, out = self.start, []
+        for op, x in self.steps:
+            value = _CARELESS[op](value, x)
+            out.append(value)
+        return out
+
     @property
     def answer(self) -> int:
         return self.values()[-1]
+
+    @property
+    def slips(self) -> bool:
+        """Whether careless arithmetic gets this problem wrong."""
+        return self.slipped_values()[-1] != self.answer
 
     @property
     def text(self) -> str:
@@ -113,13 +164,15 @@ class Problem:
             expr = f"{expr} {_SYMBOLS[op]} {x}"
         return expr
 
-    def solution(self) -> str:
-        """The worked answer in the paper's format, one compact equation per step."""
+    def solution(self, careless: bool = False) -> str:
+        """The worked answer in the paper's format, one compact equation per step; with
+        `careless`, worked with every carry and borrow dropped (and so often wrong)."""
+        results = self.slipped_values() if careless else self.values()
         value, work = self.start, []
-        for (op, x), result in zip(self.steps, self.values(), strict=True):
+        for (op, x), result in zip(self.steps, results, strict=True):
             work.append(f"{value}{_SYMBOLS[op]}{x}={result}")
             value = result
-        return f"<think> {', '.join(work)} </think> <answer> \\boxed{{{self.answer}}} </answer>"
+        return f"<think> {', '.join(work)} </think> <answer> \\boxed{{{results[-1]}}} </answer>"
 
     def to_row(self) -> dict:
         digest = hashlib.sha256(self.text.encode()).hexdigest()[:12]

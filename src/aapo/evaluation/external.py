@@ -16,8 +16,9 @@ interval (report.py) are computed over n problems × k samples; benchmarks may d
 (AIME with 16, MATH-500 with 1). `--limit N` keeps the first N rows of each benchmark.
 Grading is resumable like sampling: samples.jsonl is flushed every `batch_size` completions,
 and `fingerprint.json` records the file's sha256 and the grader timeout.
-Left out: importing such a file as a reference cache (its fingerprint names the reference
-weights and reward functions, and it stores token lengths: see the report of this change).
+The same rows (for the training prompts, with D·G completions each) become a reference cache
+through `aapo reference --completions` (aapo.training.reference_import), which reuses
+`row_completions`. Left out: token ids (grading reads text only).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def load_completions(
     first: dict[str, str] = {}  # a benchmark's first row, for the k error
     for where, row in rows:
         name = _benchmark_name(where, row, path.stem)
-        samples[where] = _completions(where, row)
+        samples[where] = row_completions(where, row)
         if name in first and len(samples[where]) != len(samples[first[name]]):
             raise DatasetError(
                 f"{where}: {len(samples[where])} completion(s), but {first[name]} (the first row "
@@ -99,7 +100,7 @@ def _benchmark_name(where: str, row: Any, default: str) -> str:
     return name
 
 
-def _completions(where: str, row: dict[str, Any]) -> list[Completion]:
+def row_completions(where: str, row: dict[str, Any]) -> list[Completion]:
     """The row's samples, with their optional per-sample fields, checked."""
     if ("completion" in row) == ("completions" in row):
         given = "both" if "completion" in row else "neither"

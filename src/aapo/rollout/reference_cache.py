@@ -7,10 +7,13 @@ renamed, so a half-written file never counts and finished shards survive a kill.
 also carries the fingerprint in its header, so a rerun resumes only shards of the same setup.
 
 The fingerprint names everything the stored values depend on; `ReferenceCache.open` refuses a
-run that differs, naming each field with both values, and a shard whose bytes changed.
-`take` hands a step its prompts' rewards, one fresh draw per use. Building (model, sampling,
-scoring) is in `aapo.training.reference_build`. Left out: the completion texts, and the source
-code of user reward functions (their import paths are fingerprinted, their bodies are not).
+run that differs, naming each field with both values, and a shard whose bytes changed. A
+cache imported from completions sampled elsewhere (`aapo.training.reference_import`) cannot
+vouch for `SAMPLED_ONLY` (the weights and seed that sampled them): its fingerprint leaves them
+out, its manifest's `source` names the file, and `open` checks the rest. `take` hands a step
+its prompts' rewards, one fresh draw per use. Building (model, sampling, scoring) is in
+`aapo.training.reference_build`. Left out: the completion texts, and the source code of user
+reward functions (their import paths are fingerprinted, their bodies are not).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class ReferenceBatch(NamedTuple):
     rewards: torch.Tensor  # [B, G] weighted sum (combine_rewards)
     valid: torch.Tensor  # [B, G] bool: some function applied
     per_function: torch.Tensor  # [K, B·G] NaN = not applicable
-    lengths: torch.Tensor  # [B, G] completion tokens, EOS excluded
+    lengths: torch.Tensor  # [B, G] completion tokens, the stopping EOS included
     truncated: torch.Tensor  # [B, G] bool: hit max_completion_length
 
 
@@ -68,6 +71,11 @@ class Layout:
 # fingerprint -------------------------------------------------------------------------------
 
 
+# What only aapo's own sampling can vouch for: the weights it sampled and the seed of its RNG.
+# An imported cache (`aapo reference --completions`) leaves them out and says so in `source`.
+SAMPLED_ONLY = ("reference_weights", "seed")
+
+
 def reference_fingerprint(
     config: Any, reference_model: Any, rows: list[PromptRow], tokenizer: Any
 ) -> dict[str, Any]:
@@ -77,13 +85,23 @@ def reference_fingerprint(
     by their `index`, their position in this list. Under LoRA pass the base model (or the
     peft model: its adapters are left out of the weight hash).
     """
-    from aapo.data.prompts import resolve_system_prompt, resolve_user_template
     from aapo.rollout.sampler import _eos_ids
 
+    sampled = {"reference_weights": weights_sha256(reference_model), "seed": config.seed}
+    eos_ids = _eos_ids(reference_model, tokenizer)
+    return {**sampled, **run_fingerprint(config, rows, tokenizer, eos_ids)}
+
+
+def run_fingerprint(
+    config: Any, rows: list[PromptRow], tokenizer: Any, eos_ids: list[int]
+) -> dict[str, Any]:
+    """The fingerprint without `SAMPLED_ONLY`: prompts, tokenizer, sampling settings and
+    rewards, which an imported cache is held to as strictly as a sampled one."""
+    from aapo.data.prompts import resolve_system_prompt, resolve_user_template
+
     fingerprint = {
-        "reference_weights": weights_sha256(reference_model),
         "tokenizer": _sha256_json(sorted(tokenizer.get_vocab().items())),
-        "eos_token_ids": _eos_ids(reference_model, tokenizer),
+        "eos_token_ids": eos_ids,
         "system_prompt": resolve_system_prompt(config.system_prompt),
         "prompt_template": resolve_user_template(config.prompt_template),
         "rendered_prompts": _sha256_json([row.prompt_ids for row in rows]),
@@ -97,7 +115,6 @@ def reference_fingerprint(
         "reward_funcs": list(config.reward_funcs),
         "reward_weights": list(config.reward_weights or [1.0] * len(config.reward_funcs)),
         "reward_kwargs": config.reward_kwargs,
-        "seed": config.seed,
     }
     return json.loads(json.dumps(fingerprint))  # tuples → lists: compare as stored
 
@@ -118,6 +135,14 @@ def weights_sha256(model: Any) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """One line for logs, summaries and model cards on where an imported cache came from."""
+    return (
+        f"imported from {source['file']} ({source['sha256']}) by `aapo reference "
+        f"--completions`, not sampled by aapo; not verified: {source['not_checked']}"
+    )
 
 
 def _sha256_json(value: Any) -> str:
@@ -194,9 +219,16 @@ def file_sha256(path: Path) -> str:
 
 
 def write_manifest(
-    directory: Path, fingerprint: dict, layout: Layout, reward_names: list[str], info: dict
+    directory: Path,
+    fingerprint: dict,
+    layout: Layout,
+    reward_names: list[str],
+    info: dict,
+    source: dict | None = None,
 ) -> Path:
-    """The manifest, once every shard exists; identical whichever process writes it."""
+    """The manifest, once every shard exists; identical whichever process writes it.
+    `source` describes where an imported cache's completions came from (None: sampled by
+    `aapo reference` from the weights its fingerprint names)."""
     shards = [shard_name(s) for s in range(layout.num_shards)]
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -206,6 +238,7 @@ def write_manifest(
         "reward_names": reward_names,
         "shards": {name: file_sha256(directory / name) for name in shards},
         "info": info,
+        **({"source": source} if source is not None else {}),
     }
     path = directory / MANIFEST
     atomic_write(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
@@ -246,6 +279,7 @@ class ReferenceCache:
         self.reward_names: list[str] = manifest["reward_names"]
         self.tensors = tensors
         self.problems = problems  # for error messages
+        self.source: dict[str, Any] | None = manifest.get("source")  # None: sampled by aapo
 
     @classmethod
     def open(
@@ -253,10 +287,13 @@ class ReferenceCache:
     ) -> ReferenceCache:
         """Check the manifest against `fingerprint` and every shard against its checksum.
 
-        `problems` (the rows' problem texts, optional) lets running out of draws name the
-        prompt."""
+        An imported cache is checked on every field but `SAMPLED_ONLY`, which it cannot
+        vouch for (its `source` says so). `problems` (the rows' problem texts, optional) lets
+        running out of draws name the prompt."""
         directory = Path(path)
         manifest = read_manifest(directory)
+        if manifest.get("source") is not None:
+            fingerprint = {k: v for k, v in fingerprint.items() if k not in SAMPLED_ONLY}
         differences = fingerprint_differences(manifest["fingerprint"], fingerprint)
         if differences:
             raise ReferenceCacheError(

@@ -133,8 +133,24 @@ def pad_and_eos_ids(model: Any, tokenizer: Any) -> tuple[int, list[int]]:
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS ids from the generation config (chat models often have several) and the tokenizer."""
+    return eos_ids_from(getattr(model, "generation_config", None), tokenizer)
+
+
+def saved_eos_ids(model_path: str, tokenizer: Any) -> list[int]:
+    """`_eos_ids` of a saved model without loading its weights: its generation_config.json
+    (absent: the tokenizer's EOS alone)."""
+    from transformers import GenerationConfig
+
+    try:
+        generation_config = GenerationConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        generation_config = None
+    return eos_ids_from(generation_config, tokenizer)
+
+
+def eos_ids_from(generation_config: Any, tokenizer: Any) -> list[int]:
     ids: set[int] = set()
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    config_eos = getattr(generation_config, "eos_token_id", None)
     if isinstance(config_eos, int):
         ids.add(config_eos)
     elif config_eos:

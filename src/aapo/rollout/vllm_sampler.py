@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aapo.rollout.sampler import Sample, SamplingParams
+from aapo.rollout.sampler import Sample, SamplingParams, saved_eos_ids
 
 INSTALL_HINT = "the vllm backend needs vLLM: pip install 'aapo[vllm]' (Linux with a CUDA GPU)"
 
@@ -39,7 +39,7 @@ class VLLMSampler:
         self._vllm = vllm
         self.llm = vllm.LLM(model=model, seed=seed, dtype=dtype, **llm_options)
         self.tokenizer = self.llm.get_tokenizer()
-        self.eos_ids = _eos_ids(model, self.tokenizer)
+        self.eos_ids = set(saved_eos_ids(model, self.tokenizer))  # vLLM stops on each
         self._next_seed: int | None = None
 
     def set_seed(self, seed: int) -> None:
@@ -79,21 +79,3 @@ class VLLMSampler:
         kept = ids if end is None else ids[: end + 1]
         text = self.tokenizer.decode(ids if end is None else ids[:end], skip_special_tokens=True)
         return Sample(kept, text, truncated=completion.finish_reason == "length")
-
-
-def _eos_ids(model: str, tokenizer: Any) -> set[int]:
-    """EOS ids from the tokenizer and the model's generation config (vLLM stops on both)."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    try:
-        from transformers import GenerationConfig
-
-        config_eos = GenerationConfig.from_pretrained(model).eos_token_id
-    except (OSError, ValueError):  # no generation_config.json: the tokenizer's EOS suffices
-        config_eos = None
-    if isinstance(config_eos, int):
-        ids.add(config_eos)
-    elif config_eos:
-        ids.update(config_eos)
-    return ids

@@ -29,7 +29,8 @@ from aapo.data.rows import PromptRow, prepare_rows
 from aapo.models import PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rollout import SAMPLERS, Sampler
-from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
+from aapo.rollout.reference_cache import ReferenceCache, describe_source, reference_fingerprint
+from aapo.training import deepspeed_engine
 from aapo.training.config import BatchLayout, TrainConfig
 from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
 from aapo.training.reference import AdapterDisabledSampler, frozen_copy
@@ -62,7 +63,10 @@ def build_accelerator(precision: PrecisionPlan) -> Any:
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") != precision.mixed_precision:
         AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=precision.mixed_precision)
+    extra = deepspeed_engine.accelerator_kwargs() if deepspeed_engine.requested() else {}
+    accelerator = Accelerator(mixed_precision=precision.mixed_precision, **extra)
+    if deepspeed_engine.requested():
+        deepspeed_engine.check_accelerator(accelerator)
     asked = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
     if asked and accelerator.distributed_type != DistributedType.FSDP:
         raise ConfigError(
@@ -188,6 +192,8 @@ def open_reference_cache(
         config.reference_cache, fingerprint, [row.problem for row in data.rows]
     )
     cache.require_draws(data.epochs_started)
+    if cache.source is not None:
+        log.warning("reference rewards: %s", describe_source(cache.source))
     return cache
 
 

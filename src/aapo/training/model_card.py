@@ -30,6 +30,8 @@ def write_model_card(output_dir: Path, config: TrainConfig, summary: dict[str, A
     for key in ("held_out_accuracy_before", "held_out_accuracy_after"):
         if key in summary:
             lines.append(f"- {key.replace('_', ' ')}: {summary[key]:.3f}")
+    if "reference_source" in summary:
+        lines.append(f"- reference rewards (AAPO): {summary['reference_source']}")
     lines += ["", "## Final metrics", "", "```yaml", _yaml(metrics, sort=True), "```", ""]
     lines += ["## Config", "", "```yaml", _yaml(config_to_dict(config), sort=False), "```", ""]
     (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")

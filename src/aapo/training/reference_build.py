@@ -7,7 +7,8 @@ from (seed, s), so its contents do not depend on which process builds it, in wha
 whether an earlier attempt was killed. Processes (`accelerate launch`) take shards round-robin
 and skip the ones already on disk; whichever process sees the last shard land writes the
 manifest. Scoring goes through the trainer's `RewardScorer` in chunks of a step's size, so
-timeouts and "not applicable" scores behave as during a step. Left out: vLLM sampling.
+timeouts and "not applicable" scores behave as during a step. Completions sampled elsewhere
+(vLLM, SGLang) are imported by `aapo.training.reference_import`. Left out: vLLM sampling here.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from aapo.rollout.reference_cache import (
     write_manifest,
     write_shard,
 )
-from aapo.rollout.sampler import Sampler, SamplingParams
+from aapo.rollout.sampler import Sample, Sampler, SamplingParams
 from aapo.training import builders
 from aapo.training.collect import score
 from aapo.training.config import TrainConfig
@@ -103,11 +104,11 @@ def _fill(
     layout = Layout(len(rows), rows_per_shard, draws)
     directory = Path(config.reference_cache)
     directory.mkdir(parents=True, exist_ok=True)
-    if _finished(directory, fingerprint, layout):
+    if finished(directory, fingerprint, layout):
         log.info("reference cache %s is complete; nothing to do", directory)
         return directory
 
-    done = _done_shards(directory, fingerprint, layout)
+    done = done_shards(directory, fingerprint, layout)
     mine = range(index, layout.num_shards, count)  # round-robin
     todo = [s for s in mine if s not in done]
     already = len(mine) - len(todo)
@@ -126,8 +127,8 @@ def _fill(
         write_shard(directory, shard, tensors, shard_header(fingerprint, layout, shard))
         bar.update(1)
     bar.close()
-    _log_reward_events(scorer)
-    if len(_done_shards(directory, fingerprint, layout)) == layout.num_shards:
+    log_reward_events(scorer)
+    if len(done_shards(directory, fingerprint, layout)) == layout.num_shards:
         _finish(directory, fingerprint, layout, scorer.names, config)
     return directory
 
@@ -152,13 +153,27 @@ def sample_shard(
     shard: int,
 ) -> dict[str, torch.Tensor]:
     """Sample D groups of G for each of the P rows, seeded by (seed, shard), and score them."""
-    G, P, K = config.num_generations, len(rows), len(scorer.names)
-    params = SamplingParams(G, config.temperature, config.top_p, config.max_completion_length)
+    params = SamplingParams(
+        config.num_generations, config.temperature, config.top_p, config.max_completion_length
+    )
     prompts = [row.prompt_ids for row in rows for _ in range(draws)]  # [P·D], row-major
     device = next(sampler.model.parameters()).device  # both samplers expose their model
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(shard_seed(config.seed, shard))
         samples = [s for group in sampler.generate(prompts, params) for s in group]  # [P·D·G]
+    return shard_tensors(scorer, rows, samples, config, draws)
+
+
+def shard_tensors(
+    scorer: RewardScorer,
+    rows: list[PromptRow],
+    samples: list[Sample],
+    config: TrainConfig,
+    draws: int,
+) -> dict[str, torch.Tensor]:
+    """Score the P rows' samples ([P·D·G]: prompt, draw, completion) into a shard's tensors;
+    the one path for sampled and imported completions."""
+    G, P, K = config.num_generations, len(rows), len(scorer.names)
     per_function = _score(scorer, rows, samples, draws * G, _scoring_chunk(config))  # [K, N]
     rewards, valid = combine_rewards(per_function, scorer.weights, names=scorer.names)
     return {
@@ -199,7 +214,7 @@ def _check_options(config: Any) -> None:
         raise ConfigError(f"reference_batch_size must be >= 1, got {config.reference_batch_size}")
 
 
-def _finished(directory: Path, fingerprint: dict, layout: Layout) -> bool:
+def finished(directory: Path, fingerprint: dict, layout: Layout) -> bool:
     """True when a manifest for exactly this setup exists; one for another setup is an error."""
     if not (directory / MANIFEST).exists():
         return False
@@ -214,7 +229,7 @@ def _finished(directory: Path, fingerprint: dict, layout: Layout) -> bool:
     return True
 
 
-def _done_shards(directory: Path, fingerprint: dict, layout: Layout) -> set[int]:
+def done_shards(directory: Path, fingerprint: dict, layout: Layout) -> set[int]:
     """Shards already written for this setup; a shard from another setup is an error."""
     done = set()
     for shard in range(layout.num_shards):
@@ -237,7 +252,7 @@ def _done_shards(directory: Path, fingerprint: dict, layout: Layout) -> set[int]
     return done
 
 
-def _log_reward_events(scorer: RewardScorer) -> None:
+def log_reward_events(scorer: RewardScorer) -> None:
     events = {
         key: value
         for key, value in scorer.pop_metrics().items()

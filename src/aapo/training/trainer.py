@@ -34,7 +34,8 @@ from aapo.models import (
     training_device,
 )
 from aapo.rollout import Sampler
-from aapo.training import builders
+from aapo.rollout.reference_cache import describe_source
+from aapo.training import builders, deepspeed_engine
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.evaluate import held_out_metrics
@@ -69,6 +70,9 @@ class Trainer:
         # fp32 master weights under bf16/fp16 autocast, saved in the dtype asked for
         self.precision = precision_plan(config.dtype, training_device())
         self.accelerator = acc = builders.build_accelerator(self.precision)
+        self.deepspeed = deepspeed_engine.active(acc)
+        if self.deepspeed:
+            deepspeed_engine.check_options(config)
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
         self.cursor = 0  # prompts drawn so far, over every process
@@ -109,6 +113,8 @@ class Trainer:
             else None
         )
         self.reference_model = builders.build_reference(config, model, sampled)
+        if self.deepspeed:  # DeepSpeed is sized before it wraps the model
+            deepspeed_engine.configure(acc, config)
         self.model, self.optimizer = acc.prepare(model, builders.build_optimizer(config, model))
         if self.reference_model is not None:  # autocast like the policy; no DDP, no optimizer
             self.reference_model = acc.prepare_model(self.reference_model, evaluation_mode=True)
@@ -136,7 +142,7 @@ class Trainer:
             scorer=scorer,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            accelerator=acc,
+            accelerator=deepspeed_engine.DeepSpeedSteps(acc) if self.deepspeed else acc,
             pad_id=self.tokenizer.pad_token_id,
             advantage_options=builders.advantage_options(config, estimator),
             share_prompts=builders.shares_prompts(config),
@@ -166,6 +172,9 @@ class Trainer:
         start_step = self._resume() if cfg.resume_from_checkpoint else 0
         sinks = self._sinks(resume_step=start_step if cfg.resume_from_checkpoint else None)
         summary: dict[str, Any] = {"skipped_prompts": self.data.skipped_prompts}
+        cache = self.parts.reference_cache
+        if cache is not None and cache.source is not None:  # not sampled from these weights
+            summary["reference_source"] = describe_source(cache.source)
         if cfg.eval_num_problems and start_step == 0:
             before = self._held_out()
             summary["held_out_accuracy_before"] = before["eval/accuracy"]
@@ -283,6 +292,9 @@ class Trainer:
         return metrics
 
     def _save(self, step: int, rng: dict[str, Any], cursor: int) -> None:
+        if self.deepspeed:  # reached only when a run fails: save_steps is refused at start
+            log.error("no checkpoint under DeepSpeed (ZeRO partitions the optimizer state)")
+            return
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
         path = ckpt.save_checkpoint(

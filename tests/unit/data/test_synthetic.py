@@ -14,6 +14,7 @@ import pytest
 
 from aapo.data.synthetic import (
     LEVEL_SPECS,
+    Problem,
     generate_problems,
     generate_structured,
     main,
@@ -120,6 +121,29 @@ def test_solution_format() -> None:
     solution = problem.solution()
     assert re.fullmatch(r"<think> [^<]+ </think> <answer> \\boxed\{\d+\} </answer>", solution)
     assert solution.endswith(f"\\boxed{{{problem.answer}}} </answer>")
+
+
+@pytest.mark.parametrize(
+    ("start", "steps", "careful", "careless"),
+    [
+        (37, (("add", 48),), [85], [75]),  # 7+8=15: the 1 is not carried
+        (52, (("sub", 17),), [35], [45]),  # 2-7: smaller from larger, 7-2=5; no borrow
+        (37, (("mul", 4),), [148], [128]),  # 7*4=28 keeps 8; 3*4=12 leads, as written
+        (995, (("add", 7),), [1002], [992]),  # carries out of two columns dropped
+        (23, (("add", 14), ("sub", 5)), [37, 32], [37, 32]),  # no carry, no borrow: no slip
+        (37, (("add", 48), ("sub", 17)), [85, 68], [75, 62]),  # 75-17: |5-7|=2, 7-1=6
+    ],
+)
+def test_careless_arithmetic_hand_values(start, steps, careful, careless) -> None:
+    problem = Problem(level=4, start=start, steps=steps, template=0)
+    assert problem.values() == careful
+    assert problem.slipped_values() == careless
+    assert problem.slips == (careful[-1] != careless[-1])
+    text = problem.solution(careless=True)
+    assert text.endswith(f"\\boxed{{{careless[-1]}}} </answer>")
+    op, x = steps[0]
+    symbol = {"add": "+", "sub": "-", "mul": "*"}[op]
+    assert f"<think> {start}{symbol}{x}={careless[0]}" in text  # the work shows the slip
 
 
 def test_bad_arguments_raise() -> None:
