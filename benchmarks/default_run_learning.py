@@ -1,7 +1,7 @@
 """Does the main job learn? `aapo train` with no arguments, over seeds, at 1×, 2× and ½× its rate.
 
     python benchmarks/default_run_learning.py                 # 3 seeds, 2 jobs at once
-    python benchmarks/default_run_learning.py --seeds 5 --jobs 1 --out runs/default-learning
+    python benchmarks/default_run_learning.py --seeds 5 --stability-seeds 2 --jobs 1 --out DIR
 
 Each learning rate is one `aapo compare --algorithms aapo` over seeds 1..N on the default
 config (so every run is an ordinary run directory, finished runs are kept and a killed one
@@ -66,11 +66,15 @@ def describe(name: str, summaries: list[dict]) -> tuple[list[float], list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--stability-seeds", type=int, help="seeds at 2x and 0.5x; default --seeds")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/default-learning"))
     args = parser.parse_args()
+    stability = args.stability_seeds or args.seeds
     results = {
-        name: run_scale(args.out / f"lr-{name}", scale, args.seeds, args.jobs)
+        name: run_scale(
+            args.out / f"lr-{name}", scale, args.seeds if scale == 1 else stability, args.jobs
+        )
         for name, scale in SCALES.items()
     }
     failures = []
