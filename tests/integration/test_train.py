@@ -54,14 +54,18 @@ class CraftedSampler:
 
 
 def _advantage_weighted_logp(trainer, sampler):
-    """Σ_i sign(A_i) Σ_t log π(o_i,t): rises when the step favours the rewarded completions."""
+    """Σ_i sign(A_i) Σ_t log π(o_i,t), averaged over the training prompts: rises when the steps
+    favour the rewarded completions (one prompt alone can move against the batch's update)."""
     from aapo.training.logprobs import completion_logprobs, pack
 
-    prompt = trainer.rows[0].prompt_ids
-    ids, attention, mask = pack([prompt, prompt], sampler.ids, trainer.parts.pad_id)
+    prompts = [row.prompt_ids for row in trainer.rows]
+    rewarded, other = sampler.ids
+    ids, attention, mask = pack(
+        prompts * 2, [rewarded] * len(prompts) + [other] * len(prompts), trainer.parts.pad_id
+    )
     with torch.no_grad():
-        logps = completion_logprobs(trainer.model, ids, attention, mask.shape[1]) * mask
-    return (logps[0].sum() - logps[1].sum()).item()
+        logps = (completion_logprobs(trainer.model, ids, attention, mask.shape[1]) * mask).sum(1)
+    return (logps[: len(prompts)] - logps[len(prompts) :]).mean().item()
 
 
 @pytest.mark.parametrize("algorithm", ["aapo", "grpo", "dr_grpo", "dapo", "gpg"])
