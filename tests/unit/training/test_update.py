@@ -124,14 +124,9 @@ def reference():
     return model
 
 
-@pytest.mark.parametrize(
-    ("algorithm", "iterations", "beta"),
-    [("aapo", 1, 0.0), ("grpo", 1, 0.0), ("grpo", 2, 0.0), ("dr_grpo", 2, 0.04), ("dapo", 2, 0.0)],
-)
-def test_bucketed_shared_prompt_steps_equal_the_plain_steps(algorithm, iterations, beta, reference):
-    prompts, samples, advantages = _generation_batch()
-    plain = _plain_micro_batches(prompts, samples, advantages)
-    bucketed = micro_batches(
+def _bucketed(prompts, samples, advantages, shared: bool = True):
+    """The update's own micro-batches of the crafted generation batch."""
+    return micro_batches(
         prompts,
         samples,
         advantages,
@@ -140,7 +135,18 @@ def test_bucketed_shared_prompt_steps_equal_the_plain_steps(algorithm, iteration
         pad_id=PAD,
         mask_truncated=True,
         device="cpu",
+        shared=shared,
     )
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "iterations", "beta"),
+    [("aapo", 1, 0.0), ("grpo", 1, 0.0), ("grpo", 2, 0.0), ("dr_grpo", 2, 0.04), ("dapo", 2, 0.0)],
+)
+def test_bucketed_shared_prompt_steps_equal_the_plain_steps(algorithm, iterations, beta, reference):
+    prompts, samples, advantages = _generation_batch()
+    plain = _plain_micro_batches(prompts, samples, advantages)
+    bucketed = _bucketed(prompts, samples, advantages)
     assert any(mb.batch.shares_prompts for mb in bucketed)
     padded = sum(mb.batch.completion_mask.numel() for mb in bucketed)
     assert padded < sum(mb.batch.completion_mask.numel() for mb in plain)  # it did reorder
@@ -165,17 +171,7 @@ def test_gradient_checkpointing_turns_sharing_off_and_keeps_the_gradient(referen
     assert shares_prompts(TrainConfig())
     prompts, samples, advantages = _generation_batch()
     plain = _plain_micro_batches(prompts, samples, advantages)
-    bucketed = micro_batches(
-        prompts,
-        samples,
-        advantages,
-        size=SIZE,
-        per_step=PER_STEP,
-        pad_id=PAD,
-        mask_truncated=True,
-        device="cpu",
-        shared=False,
-    )
+    bucketed = _bucketed(prompts, samples, advantages, shared=False)
     # old log-probs (no gradient) still share prompts; the loss's forward passes cannot
     want_losses, want = _train(plain, "grpo", False, 2, 0.0, reference)
     got_losses, got = _train(bucketed, "grpo", False, 2, 0.0, reference, checkpointing=True)
@@ -186,16 +182,7 @@ def test_gradient_checkpointing_turns_sharing_off_and_keeps_the_gradient(referen
 
 def test_rows_keep_their_advantage_mask_and_optimizer_step():
     prompts, samples, advantages = _generation_batch()
-    bucketed = micro_batches(
-        prompts,
-        samples,
-        advantages,
-        size=SIZE,
-        per_step=PER_STEP,
-        pad_id=PAD,
-        mask_truncated=True,
-        device="cpu",
-    )
+    bucketed = _bucketed(prompts, samples, advantages)
     by_completion = {tuple(s.completion_ids): n for n, s in enumerate(samples)}
     for index, mb in enumerate(bucketed):
         input_ids, _ = mb.batch.joined()
