@@ -9,8 +9,7 @@ tokens per second, and peak resident memory of the process.
 reference cache once for the prompts the timed steps use (`aapo reference`; its one-off cost
 per prompt, set-up apart, beside in-step reference sampling per prompt), then times GRPO, AAPO
 sampling its reference in the step, and AAPO reading the cache, their steps interleaved, on
-the same prompts. The cached variant needs the trainer to honour `TrainConfig.reference_cache` (no
-reference sampler built); it stops with an error where it does not.
+the same prompts. It stops with an error if the trainer's reference is not the cache.
 
     python benchmarks/train_step.py [--steps 3] [--algorithms aapo,grpo]
     python benchmarks/train_step.py --reference-cache [--steps 3]
@@ -28,7 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from aapo.training.config import TrainConfig
-from aapo.training.reference_build import build_reference_cache
+from aapo.training.reference import CachedReference
+from aapo.training.reference.build import build_reference_cache
 from aapo.training.step import train_round
 from aapo.training.trainer import Trainer
 
@@ -57,8 +57,10 @@ def measure_interleaved(configs: dict[str, TrainConfig], steps: int) -> dict[str
     so drifts in the machine's load fall on every run alike."""
     trainers = {name: Trainer(config) for name, config in configs.items()}
     for name, trainer in trainers.items():
-        if configs[name].reference_cache and trainer.parts.reference_sampler is not None:
-            raise RuntimeError(f"{name}: a reference sampler was built despite reference_cache")
+        if configs[name].reference_cache and not isinstance(
+            trainer.parts.reference, CachedReference
+        ):
+            raise RuntimeError(f"{name}: the reference is sampled despite reference_cache")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trainers}
     for _ in range(steps + 1):
         for name, t in trainers.items():

@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    from aapo.rewards.reward_process import RewardWorkerError
     from aapo.training.checkpoint import CheckpointError
-    from aapo.training.reward_process import RewardWorkerError
 
     try:
         if args.command == "train":
@@ -242,8 +242,8 @@ def _compare_or_plot(
 
 def _reference(args: argparse.Namespace, rest: list[str]) -> None:
     from aapo.training.config import TrainConfig
-    from aapo.training.reference_build import build_reference_cache
-    from aapo.training.reference_import import import_reference_completions
+    from aapo.training.reference.build import build_reference_cache
+    from aapo.training.reference.importer import import_reference_completions
 
     config = load_config(TrainConfig, args.config, rest)
     if args.completions is None:

@@ -3,18 +3,29 @@
 Names follow TRL where TRL has one (`reward`, `rewards/<name>/mean`, `frac_reward_zero_std`,
 `completions/mean_length`, `kl`, `clip_ratio/...`, `grad_norm`, `learning_rate`, `loss`);
 AAPO's own are `ref_reward`, `momentum/*` and `advantage/zero_frac`, and `time/*` splits a
-step into policy generation, reference generation, rewards and the update.
+step into policy generation, reference generation, rewards and the update (`timed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, float], key: str) -> Iterator[None]:
+    """Add the block's wall time to `times[key]` (a `time/*` metric)."""
+    start = time.perf_counter()
+    yield
+    times[key] = times.get(key, 0.0) + time.perf_counter() - start
 
 
 class MetricSink(Protocol):

@@ -12,7 +12,7 @@ _calls = {"n": 0}
 
 def _training_pid() -> int:
     spec = getattr(sys.modules["__main__"], "__spec__", None)
-    in_worker = getattr(spec, "name", "") == "aapo.training.reward_process"
+    in_worker = getattr(spec, "name", "") == "aapo.rewards.reward_process"
     return os.getppid() if in_worker else os.getpid()
 
 

@@ -2,7 +2,6 @@
 config `aapo train` reads; a SIGKILL mid-way and a rerun give the uninterrupted bytes; two real
 processes (torchrun, CPU) fill one cache identical to one process's."""
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -19,10 +18,11 @@ from aapo.data.datasets import load_problems
 from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rollout import SAMPLERS
-from aapo.rollout.reference_cache import ReferenceCache, reference_fingerprint
 from aapo.training.config import TrainConfig
-from aapo.training.reference_build import build_reference_cache, shard_seed
-from aapo.training.step import StepParts, train_round
+from aapo.training.reference import CachedReference
+from aapo.training.reference.build import build_reference_cache, shard_seed
+from aapo.training.reference.cache import ReferenceCache, reference_fingerprint
+from aapo.training.step import train_round
 from aapo.training.trainer import Trainer
 
 # 16 prompts, G=2, 2 draws, 8 tokens; 2 sequences per generate call → 1 prompt per shard
@@ -118,7 +118,6 @@ def test_two_processes_fill_one_cache_identical_to_one(uninterrupted, tmp_path):
 
 
 MEANS = ("mean", "std")
-WIRED = "reference_cache" in {f.name for f in dataclasses.fields(StepParts)}
 
 
 class SeededAsShard:
@@ -133,7 +132,6 @@ class SeededAsShard:
             return self.inner.generate(prompts, params)
 
 
-@pytest.mark.skipif(not WIRED, reason="needs the trainer to honour TrainConfig.reference_cache")
 def test_a_step_on_cached_rewards_equals_one_sampling_the_same_reference_draws(tmp_path):
     config = TrainConfig(
         num_generations=2,
@@ -151,12 +149,12 @@ def test_a_step_on_cached_rewards_equals_one_sampling_the_same_reference_draws(t
     )
     build_reference_cache(config, process_index=0, num_processes=1)
     cached = Trainer(config)
-    assert cached.parts.reference_sampler is None and cached.reference_model is None
+    assert isinstance(cached.parts.reference, CachedReference) and cached.reference_model is None
     sampling = Trainer(replace(config, reference_cache=None))
     inner = SAMPLERS[config.sampler](
         sampling.reference_model, sampling.tokenizer, max_batch_size=config.reference_batch_size
     )
-    sampling.parts.reference_sampler = SeededAsShard(inner, config.seed, shard=1)
+    sampling.parts.reference.sampler = SeededAsShard(inner, config.seed, shard=1)
 
     shard_rows = slice(4, 8)  # the step meets shard 1's prompts, in its order, in epoch 0
     torch.manual_seed(0)  # one global RNG: both policies draw the same samples

@@ -112,7 +112,7 @@ def test_reference_is_frozen_initial_weights_and_samples_from_them(tmp_path):
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     reference = trainer.reference_model
     assert reference is not None and reference is not trainer.model
-    assert trainer.parts.reference_sampler.model is reference  # reference samples come from it
+    assert trainer.parts.reference.sampler.model is reference  # reference samples come from it
     trainer.train()
     for key, value in reference.state_dict().items():
         assert torch.equal(value, initial[key]), key
@@ -121,11 +121,11 @@ def test_reference_is_frozen_initial_weights_and_samples_from_them(tmp_path):
 
 def test_lora_reference_is_adapter_disabled_base(tmp_path):
     pytest.importorskip("peft")
-    from aapo.training.reference import AdapterDisabledSampler
+    from aapo.training.reference.frozen import AdapterDisabledSampler
 
     trainer = Trainer(_config(tmp_path, use_peft=True, lora_r=4, max_steps=1))
     assert trainer.reference_model is None
-    assert isinstance(trainer.parts.reference_sampler, AdapterDisabledSampler)
+    assert isinstance(trainer.parts.reference.sampler, AdapterDisabledSampler)
     base = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora" not in k}
     trainer.train()
     for key, value in trainer.model.state_dict().items():

@@ -15,7 +15,8 @@ squares overflow for |r| above ~1e19 and gave silent zero advantages); what is r
 the rewards' own floating dtype, so a float32 batch gives float32 advantages.
 
 Left out: the name registry and `compute_advantages` (registry.py); losses (losses.py); anything
-that needs a model or resampling (GPG/DAPO resampling of tied groups is not implemented yet).
+that needs a model or new samples (DAPO's and GPG's redrawing of tied groups is group selection
+in training/collect.py, before advantages are computed).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ summing the shares gives the full-batch loss and the gradient does not depend on
 (docs/ALGORITHMS.md §4.4; the authors' code normalised per micro-batch, known trap 4).
 
 Left out: computing log-probs from a model (training/logprobs.py), the KL coefficient β, counting
-tokens across processes, and the optimizer step (training/step.py).
+tokens across processes, and the optimizer step (training/update.py).
 """
 
 from __future__ import annotations

@@ -17,38 +17,26 @@ interval (report.py) are computed over n problems × k samples; benchmarks may d
 Grading is resumable like sampling: samples.jsonl is flushed every `batch_size` completions,
 and `fingerprint.json` records the file's sha256 and the grader timeout.
 The same rows (for the training prompts, with D·G completions each) become a reference cache
-through `aapo reference --completions` (aapo.training.reference_import), which reuses
+through `aapo reference --completions` (aapo.training.reference.importer), which reuses
 `row_completions`. Left out: token ids (grading reads text only).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aapo.data.completions import Completion, row_completions
 from aapo.data.datasets import DatasetError, read_jsonl, shown
 from aapo.evaluation.benchmarks import Benchmark, Item, from_rows
 from aapo.evaluation.config import EvalConfig
-from aapo.evaluation.harness import build_results, finish, model_label, slug
-from aapo.evaluation.report import load_results
+from aapo.evaluation.report import build_results, finish, load_results, model_label, slug
 from aapo.evaluation.store import SampleStore
+from aapo.files import file_sha256
 from aapo.models import BUNDLED
 from aapo.rewards import Grader
-
-PER_SAMPLE = {"truncated": bool, "completion_tokens": int}  # optional, one per completion
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One external sample of a row."""
-
-    prompt: str
-    text: str
-    truncated: bool | None = None
-    completion_tokens: int | None = None
 
 
 @dataclass
@@ -98,59 +86,6 @@ def _benchmark_name(where: str, row: Any, default: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise DatasetError(f"{where}: 'benchmark' must be a non-empty string, got {shown(name)}")
     return name
-
-
-def row_completions(where: str, row: dict[str, Any]) -> list[Completion]:
-    """The row's samples, with their optional per-sample fields, checked."""
-    if ("completion" in row) == ("completions" in row):
-        given = "both" if "completion" in row else "neither"
-        raise DatasetError(
-            f"{where}: a row needs exactly one of 'completion' (a string) or 'completions' (a "
-            f"list of strings); it has {given} (fields: {sorted(row)})"
-        )
-    single = "completion" in row
-    texts = [row["completion"]] if single else row["completions"]
-    if not single and (not isinstance(texts, list) or not texts):
-        raise DatasetError(
-            f"{where}: 'completions' must be a non-empty list of strings, got {shown(texts)}"
-        )
-    for j, text in enumerate(texts):
-        if not isinstance(text, str):
-            at = "'completion'" if single else f"'completions'[{j}]"
-            raise DatasetError(f"{where}: {at} must be a string, got {shown(text)}")
-    extra = {name: _per_sample(where, row, name, kind, single, len(texts))
-             for name, kind in PER_SAMPLE.items()}  # fmt: skip
-    prompt = row.get("prompt", row.get("problem"))  # a missing problem is reported later
-    if "prompt" in row and not isinstance(prompt, str):
-        raise DatasetError(f"{where}: 'prompt' must be a string, got {shown(prompt)}")
-    return [
-        Completion(prompt, text, extra["truncated"][j], extra["completion_tokens"][j])
-        for j, text in enumerate(texts)
-    ]
-
-
-def _per_sample(
-    where: str, row: dict[str, Any], name: str, kind: type, single: bool, k: int
-) -> list[Any]:
-    """`name` for each of the row's k samples (None when the row does not give it)."""
-    if name not in row:
-        return [None] * k
-    values = [row[name]] if single else row[name]
-    if not (isinstance(values, list) and len(values) == k and all(map(_fits(kind), values))):
-        wanted = f"a {kind.__name__}" if single else f"a list of {k} {kind.__name__}s"
-        raise DatasetError(f"{where}: {name!r} must be {wanted}, got {shown(row[name])}")
-    return values
-
-
-def _fits(kind: type) -> Any:
-    if kind is bool:
-        return lambda v: isinstance(v, bool)
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # a count
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def grade_missing(
@@ -203,7 +138,10 @@ def grade_completions(config: EvalConfig) -> dict[str, Any]:
     compared = [load_results(p) for p in config.compare]  # fail early on a bad path
     with Grader(timeout=config.grading_timeout) as grader:
         data = load_completions(path, grader, config.limit, config.skip_bad_gold)
-        fingerprint = {"completions": file_sha256(path), "grading_timeout": config.grading_timeout}
+        fingerprint = {
+            "completions": "sha256:" + file_sha256(path),
+            "grading_timeout": config.grading_timeout,
+        }
         with SampleStore.open(output_dir, fingerprint, config.overwrite) as store:
             graded = grade_missing(data, store, grader, config.batch_size, config.progress)
             results = build_results(data.benchmarks, store, data.k)

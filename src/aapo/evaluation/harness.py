@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,15 +36,8 @@ from aapo.data.prompts import (
 )
 from aapo.evaluation.benchmarks import SYNTHETIC, Benchmark, Item, load_benchmark
 from aapo.evaluation.config import PAPER_BENCHMARKS, EvalConfig
-from aapo.evaluation.report import (
-    average,
-    load_results,
-    render_report,
-    score,
-    score_to_dict,
-    write_csv,
-    write_json,
-)
+from aapo.evaluation.external import grade_completions
+from aapo.evaluation.report import build_results, finish, load_results, model_label, slug
 from aapo.evaluation.store import SampleStore, make_fingerprint
 from aapo.models import BUNDLED, load_model, load_tokenizer, resolve_dtype, resolve_model_path
 from aapo.rewards import Grader
@@ -74,8 +65,6 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     """Evaluate `config.model`; prints the table, writes the files, returns the results.
     With `config.completions`, grades that file instead and loads no model (external.py)."""
     if config.completions is not None:
-        from aapo.evaluation.external import grade_completions
-
         return grade_completions(config)
     started = time.monotonic()
     model_path = resolve_model_path(config.model)
@@ -112,53 +101,12 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     )
 
 
-def finish(
-    results: dict[str, Any],
-    config: EvalConfig,
-    grader: Grader,
-    output_dir: Path,
-    fingerprint: dict[str, Any],
-    started: float,
-    compared: list[dict],
-    **fields: Any,
-) -> dict[str, Any]:
-    """Add what every evaluation records (`fields` first: what this kind of run adds), write
-    the files and print the table; → the results."""
-    results.update(
-        **fields,
-        grader=dict(grader.counts),
-        output_dir=str(output_dir),
-        config=asdict(config),
-        fingerprint=fingerprint,
-        elapsed_s=round(time.monotonic() - started, 2),
-    )
-    write_outputs(results, output_dir, compared)
-    return results
-
-
-def write_outputs(results: dict[str, Any], output_dir: Path, compared: list[dict]) -> None:
-    """results.json and results.csv beside samples.jsonl, and Table 1 on stdout."""
-    write_json(results, output_dir / "results.json")
-    write_csv(results, output_dir / "results.csv")
-    print(render_report([*compared, results]))
-    print(f"\nwritten: {output_dir}/results.json, results.csv, samples.jsonl")
-
-
 def resolve_device(config: EvalConfig) -> str:
     if config.backend == "vllm":
         return "cuda"
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return config.device
-
-
-def model_label(model: str) -> str:
-    return "tiny-math-lm (bundled)" if model in ("", BUNDLED) else model
-
-
-def slug(text: str) -> str:
-    """A folder name from a model label: `runs/aapo/final` → `runs-aapo-final`."""
-    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "model"
 
 
 def benchmark_names(config: EvalConfig) -> list[str]:
@@ -283,42 +231,3 @@ def record(task: Task, samples: list[Any], verdict: Any) -> dict[str, Any]:
         "truncated": sample.truncated,
         "completion_tokens": len(sample.completion_ids),
     }
-
-
-def build_results(
-    benchmarks: list[Benchmark], store: SampleStore, k: int | dict[str, int]
-) -> dict[str, Any]:
-    """Scores per benchmark (and per level where rows have one) and their average. `k` is one
-    for every benchmark, or k by benchmark name (completions files may differ by benchmark)."""
-    entries, scores = {}, []
-    for bench in benchmarks:
-        kb = k if isinstance(k, int) else k[bench.name]
-        rows = {item.id: [store.records[(bench.name, item.id, j)] for j in range(kb)]
-                for item in bench.items}  # fmt: skip
-        correct = {item_id: sum(r["correct"] for r in recs) for item_id, recs in rows.items()}
-        overall = score(list(correct.values()), kb)
-        scores.append(overall)
-        flat = [r for recs in rows.values() for r in recs]
-        entry = score_to_dict(overall)
-        entry.update(
-            source=bench.source,
-            skipped_rows=bench.skipped,
-            statuses=dict(Counter(r["status"] for r in flat)),
-            truncated=sum(bool(r["truncated"]) for r in flat),
-            mean_completion_tokens=mean_tokens(flat),
-        )
-        levels: dict[str, list[int]] = {}
-        for item in bench.items:
-            if item.level is not None:
-                levels.setdefault(item.level, []).append(correct[item.id])
-        if levels:
-            entry["levels"] = {lvl: score_to_dict(score(c, kb)) for lvl, c in levels.items()}
-        entries[bench.name] = entry
-    mean = score_to_dict(average(scores)) if len(scores) > 1 else None
-    return {"benchmarks": entries, "average": mean}
-
-
-def mean_tokens(records: list[dict[str, Any]]) -> float | None:
-    """Mean completion length over the records that know it (a completions file may not)."""
-    known = [r["completion_tokens"] for r in records if r["completion_tokens"] is not None]
-    return round(sum(known) / len(known), 1) if known else None

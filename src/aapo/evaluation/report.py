@@ -13,6 +13,8 @@ pass@1 = (1/n) Σ_i c_i / k, with c_i the correct samples among k for problem i.
   taken as independent, SE_avg = √(Σ SE_b²)/m. SE_b is s_b/√n_b where the benchmark's
   interval is normal, and the Wilson interval's half-width / z where it is Wilson, so a
   benchmark scored 0/30 adds its real uncertainty instead of none.
+The results of one evaluation (`build_results`, `finish`) are assembled here for both kinds of
+run, sampled (harness.py) and graded from a file (external.py).
 Left out: pass@k for k > 1 (the paper reports pass@1 only), bootstrap intervals.
 Fractions are stored in [0, 1]; tables print them ×100 with one decimal.
 """
@@ -22,11 +24,22 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aapo.models import BUNDLED
+
+if TYPE_CHECKING:  # types only: assembling results reads what these produced
+    from aapo.evaluation.benchmarks import Benchmark
+    from aapo.evaluation.config import EvalConfig
+    from aapo.evaluation.store import SampleStore
+    from aapo.rewards import Grader
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.959964...
 
@@ -259,3 +272,86 @@ def _csv_row(model: str, benchmark: str, level: str, d: dict[str, Any]) -> dict[
         "num_samples": d["num_samples"],
         "num_correct": d["num_correct"],
     }
+
+
+# assembling an evaluation's results ------------------------------------------------------
+
+
+def build_results(
+    benchmarks: list[Benchmark], store: SampleStore, k: int | dict[str, int]
+) -> dict[str, Any]:
+    """Scores per benchmark (and per level where rows have one) and their average. `k` is one
+    for every benchmark, or k by benchmark name (completions files may differ by benchmark)."""
+    entries, scores = {}, []
+    for bench in benchmarks:
+        kb = k if isinstance(k, int) else k[bench.name]
+        rows = {item.id: [store.records[(bench.name, item.id, j)] for j in range(kb)]
+                for item in bench.items}  # fmt: skip
+        correct = {item_id: sum(r["correct"] for r in recs) for item_id, recs in rows.items()}
+        overall = score(list(correct.values()), kb)
+        scores.append(overall)
+        flat = [r for recs in rows.values() for r in recs]
+        entry = score_to_dict(overall)
+        entry.update(
+            source=bench.source,
+            skipped_rows=bench.skipped,
+            statuses=dict(Counter(r["status"] for r in flat)),
+            truncated=sum(bool(r["truncated"]) for r in flat),
+            mean_completion_tokens=mean_tokens(flat),
+        )
+        levels: dict[str, list[int]] = {}
+        for item in bench.items:
+            if item.level is not None:
+                levels.setdefault(item.level, []).append(correct[item.id])
+        if levels:
+            entry["levels"] = {lvl: score_to_dict(score(c, kb)) for lvl, c in levels.items()}
+        entries[bench.name] = entry
+    mean = score_to_dict(average(scores)) if len(scores) > 1 else None
+    return {"benchmarks": entries, "average": mean}
+
+
+def mean_tokens(records: list[dict[str, Any]]) -> float | None:
+    """Mean completion length over the records that know it (a completions file may not)."""
+    known = [r["completion_tokens"] for r in records if r["completion_tokens"] is not None]
+    return round(sum(known) / len(known), 1) if known else None
+
+
+def finish(
+    results: dict[str, Any],
+    config: EvalConfig,
+    grader: Grader,
+    output_dir: Path,
+    fingerprint: dict[str, Any],
+    started: float,
+    compared: list[dict],
+    **fields: Any,
+) -> dict[str, Any]:
+    """Add what every evaluation records (`fields` first: what this kind of run adds), write
+    the files and print the table; → the results."""
+    results.update(
+        **fields,
+        grader=dict(grader.counts),
+        output_dir=str(output_dir),
+        config=asdict(config),
+        fingerprint=fingerprint,
+        elapsed_s=round(time.monotonic() - started, 2),
+    )
+    write_outputs(results, output_dir, compared)
+    return results
+
+
+def write_outputs(results: dict[str, Any], output_dir: Path, compared: list[dict]) -> None:
+    """results.json and results.csv beside samples.jsonl, and Table 1 on stdout."""
+    write_json(results, output_dir / "results.json")
+    write_csv(results, output_dir / "results.csv")
+    print(render_report([*compared, results]))
+    print(f"\nwritten: {output_dir}/results.json, results.csv, samples.jsonl")
+
+
+def model_label(model: str) -> str:
+    return "tiny-math-lm (bundled)" if model in ("", BUNDLED) else model
+
+
+def slug(text: str) -> str:
+    """A folder name from a model label: `runs/aapo/final` → `runs-aapo-final`."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "model"

@@ -123,6 +123,11 @@ class HFSampler:
         return Sample(completion_ids=ids[: end + 1], text=text, truncated=False)
 
 
+def flatten(groups: list[list[Sample]]) -> list[Sample]:
+    """`[B][n]` groups as one group-major list of B·n samples."""
+    return [sample for group in groups for sample in group]
+
+
 def pad_and_eos_ids(model: Any, tokenizer: Any) -> tuple[int, list[int]]:
     """The id padding uses (the pad token, else the EOS) and the ids that end a completion."""
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:

@@ -1,9 +1,10 @@
 """The named parts a `Trainer` is assembled from, one small builder each.
 
 Each builder takes the validated config (and what earlier builders made) and returns one part:
-the rewards, the training data, the policy, the frozen reference, the optimizer and scheduler,
-the samplers, and the estimator's options. The trainer calls them in a fixed order, so a
-mistyped reward or a bad dataset fails before any model is loaded.
+the rewards, the training data, the policy, the reference (where its rollouts come from, chosen
+once here: `reference_source`, `build_reference`), the optimizer and scheduler, the samplers,
+the loss and sampling settings, and the estimator's options. The trainer calls them in a fixed
+order, so a mistyped reward or a bad dataset fails before any model is loaded.
 
 Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the step itself
 (step.py).
@@ -18,24 +19,31 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from aapo.algorithms import AdvantageEstimator, get_algorithm
+from aapo.algorithms import (
+    AdvantageEstimator,
+    Algorithm,
+    get_algorithm,
+    get_policy_loss,
+    policy_loss_uses_ratio,
+)
 from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
 from aapo.models import PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
-from aapo.rollout import SAMPLERS, Sampler
-from aapo.rollout.reference_cache import ReferenceCache, describe_source, reference_fingerprint
+from aapo.rewards.scoring import RewardScorer
+from aapo.rollout import SAMPLERS, Sampler, SamplingParams
 from aapo.training import deepspeed_engine
 from aapo.training.config import BatchLayout, TrainConfig
 from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
-from aapo.training.reference import AdapterDisabledSampler, frozen_copy
-from aapo.training.scoring import RewardScorer
-from aapo.training.update import MicroBatch
+from aapo.training.reference import CachedReference, Reference, SampledReference
+from aapo.training.reference.cache import ReferenceCache, describe_source, reference_fingerprint
+from aapo.training.reference.frozen import AdapterDisabledSampler, frozen_copy
+from aapo.training.update import LossSettings, MicroBatch
 
 log = logging.getLogger("aapo")
 
@@ -173,12 +181,41 @@ def build_policy(config: TrainConfig, model_path: str, dtype: torch.dtype, devic
     return _with_lora(model, config) if config.use_peft else model
 
 
-def build_reference(config: TrainConfig, policy: Any, needs_reference: bool) -> Any | None:
-    """A frozen copy of the initial weights when the estimator samples the reference or the
-    KL term needs it; None under LoRA, where the reference is the adapter-disabled base."""
-    if config.use_peft or not (needs_reference or config.beta > 0):
+ReferenceSource = Literal["sampled", "cached"] | None
+
+
+def reference_source(config: TrainConfig, estimator: AdvantageEstimator) -> ReferenceSource:
+    """Where the reference rollouts come from: None when the estimator needs none, the cache
+    when `reference_cache` names one, else the frozen model sampled in the step."""
+    if not estimator.needs_reference:
+        if config.reference_cache is not None:
+            log.warning("reference_cache is set but %s samples no reference", estimator.name)
+        return None
+    return "cached" if config.reference_cache is not None else "sampled"
+
+
+def build_frozen_model(config: TrainConfig, policy: Any, sampled: bool) -> Any | None:
+    """A frozen copy of the initial weights when the reference is sampled or the KL term
+    needs it; None under LoRA, where the reference is the adapter-disabled base."""
+    if config.use_peft or not (sampled or config.beta > 0):
         return None
     return frozen_copy(policy)
+
+
+def build_reference(
+    source: ReferenceSource,
+    scorer: RewardScorer,
+    cache: ReferenceCache | None,
+    sampler: Callable[[], Sampler],
+) -> Reference | None:
+    """The step's one reference part: rollouts read from `cache`, or sampled with the sampler
+    that `sampler()` builds over the frozen model (called only then)."""
+    if source == "cached":
+        assert cache is not None, "a cached reference needs its opened cache"
+        return CachedReference(cache)
+    if source == "sampled":
+        return SampledReference(sampler(), scorer)
+    return None
 
 
 def open_reference_cache(
@@ -236,6 +273,30 @@ def _is_sharded(model: Any) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
+def sampling_params(config: TrainConfig) -> SamplingParams:
+    """What the policy and the reference sample with, every step."""
+    return SamplingParams(
+        config.num_generations, config.temperature, config.top_p, config.max_completion_length
+    )
+
+
+def loss_settings(config: TrainConfig, algorithm: Algorithm) -> LossSettings:
+    """The loss every optimizer step runs: the algorithm's policy loss and aggregation (the
+    config may override the aggregation), clipping and KL settings."""
+    return LossSettings(
+        loss_fn=get_policy_loss(algorithm.policy_loss),
+        aggregation=config.loss_aggregation or algorithm.aggregation,
+        temperature=config.temperature,
+        epsilon_low=config.epsilon,
+        epsilon_high=config.epsilon_high,
+        beta=config.beta,
+        max_completion_length=config.max_completion_length,
+        max_grad_norm=config.max_grad_norm,
+        share_prompts=shares_prompts(config),
+        uses_ratio=policy_loss_uses_ratio(algorithm.policy_loss),
+    )
 
 
 def shares_prompts(config: TrainConfig) -> bool:

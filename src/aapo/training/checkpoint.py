@@ -38,29 +38,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from aapo.training.config import TrainConfig, resumable_fields
+
 PREFIX = "checkpoint-"
-# Config keys that only change where or how often things are written or reported, or the
-# held-out check (which runs outside the training step): a resumed run may change them.
-# Everything else shapes the trajectory; max_steps and num_train_epochs included, since they
-# set the length of the learning-rate schedule. gradient_checkpointing only trades memory
-# for recomputation of the same forward pass.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "output_dir",
-        "logging_steps",
-        "report_to",
-        "save_steps",
-        "save_total_limit",
-        "resume_from_checkpoint",
-        "log_completions",
-        "log_completions_max_rows",
-        "eval_steps",
-        "resume_config_changes",
-        "eval_num_problems",
-        "eval_max_new_tokens",
-        "gradient_checkpointing",
-    }
-)
 
 
 class CheckpointError(RuntimeError):
@@ -319,11 +299,13 @@ def rotate(output_dir: Path, keep: int | None, newest: Path | None = None) -> No
 
 def trajectory_config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """`key: saved → new` for each changed key that alters the run's trajectory (every key
-    but RESUMABLE_CHANGES; a key absent on one side counts as changed), sorted by key."""
+    but the fields declared `resume=True` in TrainConfig, so a new field is refused until its
+    declaration says otherwise; a key absent on one side counts as changed), sorted by key."""
+    resumable = resumable_fields(TrainConfig)
     missing = object()
     out = []
     for key in sorted(set(saved) | set(new)):
-        if key in RESUMABLE_CHANGES:
+        if key in resumable:
             continue
         before, after = saved.get(key, missing), new.get(key, missing)
         if before != after:

@@ -9,15 +9,15 @@ the batch is then assembled from every process's groups (informative first, tied
 fill what is left) and split evenly again, so every process runs the same number of
 micro-batches and the batch keeps its size.
 
+The reference is one `Reference` (training/reference/rollouts.py), whatever its source: the
+frozen model sampled here or a cache read here; None when the estimator needs none.
 Left out: advantages and the update (step.py, update.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,19 +25,12 @@ import torch
 
 from aapo.algorithms import as_groups, combine_rewards, group_stats
 from aapo.data.rows import PromptRow
-from aapo.rollout import Sample, Sampler, SamplingParams
-from aapo.rollout.reference_cache import ReferenceCache
-from aapo.training.scoring import RewardScorer
-
-
-@dataclass
-class Scored:
-    """Samples of one side (policy or reference) and their rewards."""
-
-    samples: list[Sample]  # [N] = B·G, group-major
-    per_function: torch.Tensor  # [K, N], NaN = not applicable
-    rewards: torch.Tensor  # [B, G]
-    valid: torch.Tensor  # [B, G]
+from aapo.metrics import timed
+from aapo.rewards.scoring import RewardScorer
+from aapo.rollout import Sample, Sampler, SamplingParams, flatten
+from aapo.training.distributed import gather_lists
+from aapo.training.reference import Reference
+from aapo.training.scored import Scored, score
 
 
 @dataclass
@@ -57,16 +50,9 @@ class Group:
     row: PromptRow
     samples: list[Sample]  # [G]
     per_function: torch.Tensor  # [K, G]
-    ref_samples: list[Sample] | None
+    ref_samples: list[Sample] | None  # None: no reference, or a cache (rewards only)
     ref_per_function: torch.Tensor | None
     tied: bool  # every valid policy reward equal: no group-relative signal
-
-
-@contextlib.contextmanager
-def timed(times: dict[str, float], key: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    times[key] = times.get(key, 0.0) + time.perf_counter() - start
 
 
 def collect(
@@ -74,11 +60,10 @@ def collect(
     draw_more: Callable[[], list[PromptRow]],
     *,
     policy_sampler: Sampler,
-    reference_sampler: Sampler | None,
+    reference: Reference | None,
     scorer: RewardScorer,
     params: SamplingParams,
     accelerator: Any,
-    reference_cache: ReferenceCache | None = None,
     min_informative: float = 0.0,
     max_rounds: int = 1,
 ) -> Batch:
@@ -87,24 +72,23 @@ def collect(
     times: dict[str, float] = {}
 
     def sample_and_score(rows: list[PromptRow]) -> tuple[Scored, Scored | None]:
-        policy = _policy(rows, policy_sampler, scorer, params, times)
-        if reference_cache is None:
-            return policy, _sampled(rows, reference_sampler, scorer, params, times)
-        with timed(times, "time/reference_generation"):  # 2, read: the draw of its epoch
-            return policy, _cached(reference_cache, rows)
+        policy = _policy(rows, policy_sampler, scorer, params, times)  # 1, 3
+        if reference is None:
+            return policy, None
+        return policy, reference.rollouts(rows, params, times)  # 2, 3
 
     policy, reference = sample_and_score(rows)
     if min_informative <= 0:
         return Batch(rows, policy, reference, times)
     groups = _groups(rows, policy, reference)
-    pool = _all_gather(accelerator, groups)
+    pool = gather_lists(accelerator, groups)
     needed = len(pool)  # the batch keeps its global size
     wanted = math.ceil(min_informative * needed)
     rounds = 1
     while sum(not g.tied for g in pool) < wanted and rounds < max_rounds:
         more = draw_more()
         policy, reference = sample_and_score(more)
-        pool += _all_gather(accelerator, _groups(more, policy, reference))
+        pool += gather_lists(accelerator, _groups(more, policy, reference))
         rounds += 1
     chosen, dropped = _select(pool, needed)
     share = needed // accelerator.num_processes
@@ -128,49 +112,9 @@ def _policy(
     times: dict[str, float],
 ) -> Scored:
     with timed(times, "time/policy_generation"):  # 1
-        samples = _flatten(sampler.generate([row.prompt_ids for row in rows], params))
+        samples = flatten(sampler.generate([row.prompt_ids for row in rows], params))
     with timed(times, "time/rewards"):  # 3
         return score(scorer, rows, samples, params.n)
-
-
-def _sampled(
-    rows: list[PromptRow],
-    sampler: Sampler | None,
-    scorer: RewardScorer,
-    params: SamplingParams,
-    times: dict[str, float],
-) -> Scored | None:
-    if sampler is None:
-        return None
-    with timed(times, "time/reference_generation"):  # 2
-        samples = _flatten(sampler.generate([row.prompt_ids for row in rows], params))
-    with timed(times, "time/rewards"):  # 3
-        return score(scorer, rows, samples, params.n)
-
-
-def _cached(cache: ReferenceCache, rows: list[PromptRow]) -> Scored:
-    taken = cache.take([row.index for row in rows], [row.epoch for row in rows])
-    return Scored([], taken.per_function, taken.rewards, taken.valid)
-
-
-def score(scorer: RewardScorer, rows: list[PromptRow], samples: list[Sample], G: int) -> Scored:
-    """TRL's reward call: dataset columns repeated once per completion of the row's group;
-    for conversational data, prompts are message lists and each completion is
-    `[{"role": "assistant", "content": text}]`, as TRL passes them."""
-    columns = {key: [row.columns[key] for row in rows for _ in range(G)] for key in rows[0].columns}
-    columns["rendered_prompt"] = [row.rendered_prompt for row in rows for _ in range(G)]
-    if rows[0].conversational:
-        prompts = columns["prompt"]
-        completions: list[Any] = [[{"role": "assistant", "content": s.text}] for s in samples]
-    else:
-        prompts, completions = columns["problem"], [s.text for s in samples]
-    per_function = scorer.score(prompts, completions, [s.completion_ids for s in samples], columns)
-    rewards, valid = combine_rewards(per_function, scorer.weights, names=scorer.names)
-    return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
-
-
-def _flatten(groups: list[list[Sample]]) -> list[Sample]:
-    return [sample for group in groups for sample in group]
 
 
 def _groups(rows: list[PromptRow], policy: Scored, reference: Scored | None) -> list[Group]:
@@ -184,21 +128,12 @@ def _groups(rows: list[PromptRow], policy: Scored, reference: Scored | None) -> 
                 row=row,
                 samples=policy.samples[cut],
                 per_function=policy.per_function[:, cut],
-                ref_samples=reference.samples[cut] if reference else None,
+                ref_samples=_cut(reference.samples, cut) if reference else None,
                 ref_per_function=reference.per_function[:, cut] if reference else None,
                 tied=bool(tied[b]),
             )
         )
     return out
-
-
-def _all_gather(accelerator: Any, groups: list[Group]) -> list[Group]:
-    """Every process's groups, in process order, on every process."""
-    if accelerator.num_processes == 1:
-        return list(groups)
-    from accelerate.utils import gather_object
-
-    return [g for part in gather_object([groups]) for g in part]
 
 
 def _select(pool: list[Group], needed: int) -> tuple[list[Group], int]:
@@ -215,7 +150,7 @@ def _select(pool: list[Group], needed: int) -> tuple[list[Group], int]:
 def _rebuild(groups: list[Group], scorer: RewardScorer) -> tuple[Scored, Scored | None]:
     G = len(groups[0].samples)
 
-    def side(samples: list[Sample], per_function: torch.Tensor) -> Scored:
+    def side(samples: list[Sample] | None, per_function: torch.Tensor) -> Scored:
         rewards, valid = combine_rewards(per_function, scorer.weights, names=scorer.names)
         return Scored(samples, per_function, as_groups(rewards, G), as_groups(valid, G))
 
@@ -224,8 +159,13 @@ def _rebuild(groups: list[Group], scorer: RewardScorer) -> tuple[Scored, Scored 
     )
     if groups[0].ref_per_function is None:
         return policy, None
+    cached = groups[0].ref_samples is None  # rewards only
     reference = side(
-        [s for g in groups for s in g.ref_samples],
+        None if cached else [s for g in groups for s in g.ref_samples],
         torch.cat([g.ref_per_function for g in groups], 1),
     )
     return policy, reference
+
+
+def _cut(samples: list[Sample] | None, cut: slice) -> list[Sample] | None:
+    return None if samples is None else samples[cut]

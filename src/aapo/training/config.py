@@ -5,10 +5,23 @@ micro-batch on one process; one optimizer step consumes `per_device_train_batch_
 gradient_accumulation_steps × num_processes` completions, which is `num_generations` (G)
 completions for each of B prompts, all sampled before the step. Everything is validated here,
 so the trainer can trust it.
+
+Each field says in its own declaration (`_doc`) what the rest of aapo derives its name lists
+from, failing closed: a new field is fingerprinted and refused on resume unless it says so.
+- `reference`: whether it shapes the reference rollouts, so belongs to a reference cache's
+  fingerprint (training/reference/cache.py). True: by its value; a string: through that
+  derived fingerprint entry (the dataset's hash covers `dataset_name`, ...); False: it does
+  not (optimisation, logging, where files go; the sampler, which draws from the same
+  distribution with another random stream).
+- `resume`: whether a resumed run may change it (training/checkpoint.py); False shapes the
+  trajectory.
+- `range`: the values it may take (`Range`), checked in `__post_init__`; `ANY` says so
+  explicitly, and every numeric field names one (tests/unit/training/test_train_config.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
@@ -27,198 +40,428 @@ Sink = Literal["tensorboard", "wandb", "none"]
 SamplerName = Literal[tuple(SAMPLERS)]
 
 
-def _doc(default: Any, text: str) -> Any:
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: bounds, each closed unless said open; None
+    (for optional fields) always passes, and floats must be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""  # shown after the bounds in the error
+
+    def holds(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = "in {}{}, {}{}".format(
+                "(" if self.low_open else "[", _num(self.low), _num(self.high),
+                ")" if self.high_open else "]",
+            )  # fmt: skip
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {_num(self.high)}"
+        else:
+            text = "finite"
+        return f"{text} {self.why}" if self.why else text
+
+
+ANY = Range()  # any finite value: declared, so the field is not forgotten
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1)
+
+
+# where things are written or shown, the held-out check: no effect on the reference or the
+# trajectory, so a resumed run may change them
+BOOKKEEPING: dict[str, Any] = {"reference": False, "resume": True}
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _doc(
+    default: Any,
+    text: str,
+    *,
+    reference: bool | str = True,
+    resume: bool = False,
+    range: Range | None = None,
+) -> Any:
+    """A field with its help text and what it means to the rest of aapo (module docstring)."""
+    metadata = {"help": text, "reference": reference, "resume": resume, "range": range}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def reference_fields(config_type: type) -> list[str]:
+    """Fields fingerprinted by value in a reference cache (`reference=True`, the default)."""
+    return [f.name for f in dataclasses.fields(config_type) if f.metadata.get("reference", True)
+            is True]  # fmt: skip
+
+
+def derived_reference_entries(config_type: type) -> dict[str, list[str]]:
+    """Fingerprint entries derived from fields, by entry: `{"dataset": ["dataset_name", ...]}`."""
+    out: dict[str, list[str]] = {}
+    for f in dataclasses.fields(config_type):
+        entry = f.metadata.get("reference", True)
+        if isinstance(entry, str):
+            out.setdefault(entry, []).append(f.name)
+    return out
+
+
+def resumable_fields(config_type: type) -> frozenset[str]:
+    """Fields a resumed run may change (`resume=True`); every other one is refused."""
+    return frozenset(f.name for f in dataclasses.fields(config_type) if f.metadata.get("resume"))
 
 
 @dataclass
 class TrainConfig:
     # what to train
     model_name_or_path: str = _doc(
-        "bundled", "HF model id or local path; `bundled` = the shipped tiny model."
+        "bundled",
+        "HF model id or local path; `bundled` = the shipped tiny model.",
+        reference="reference_weights",
     )
     dtype: Dtype = _doc(
         "auto",
         "auto (fp32 on CPU; bf16 autocast on GPU), float32, bfloat16 or float16 (GPU only): "
         "parameters and optimizer state stay float32 (master weights), compute runs under "
         "autocast in this dtype, and the final model is saved in it.",
+        reference="dtype",
     )
     imports: list[str] = _doc(
         [], "Python modules imported first; they may register estimators, losses or rewards."
     )
-    algorithm: str = _doc("aapo", "aapo, grpo, dr_grpo, dapo, gpg, or any registered algorithm.")
+    algorithm: str = _doc(
+        "aapo", "aapo, grpo, dr_grpo, dapo, gpg, or any registered algorithm.", reference=False
+    )
     advantage_estimator: str | None = _doc(
-        None, "Override the algorithm's advantage estimator by registered name."
+        None,
+        "Override the algorithm's advantage estimator by registered name.",
+        reference=False,
     )
     # data
     dataset_name: str = _doc(
-        "synthetic", "`synthetic` (bundled task), a .jsonl/.parquet path, or a `datasets` name."
+        "synthetic",
+        "`synthetic` (bundled task), a .jsonl/.parquet path, or a `datasets` name.",
+        reference="dataset",
     )
-    dataset_split: str = _doc("train", "Split to train on (for `datasets` names and `synthetic`).")
-    dataset_size: int = _doc(2000, "Number of problems generated for the `synthetic` dataset.")
+    dataset_split: str = _doc(
+        "train", "Split to train on (for `datasets` names and `synthetic`).", reference="dataset"
+    )
+    dataset_size: int = _doc(
+        2000,
+        "Number of problems generated for the `synthetic` dataset.",
+        reference="dataset",
+        range=AT_LEAST_ONE,
+    )
     system_prompt: str | None = _doc(
-        None, "A paper prompt name (r1_think, simplerl) or literal text; null = none."
+        None,
+        "A paper prompt name (r1_think, simplerl) or literal text; null = none.",
+        reference="system_prompt",
     )
     prompt_template: str = _doc(
-        "plain", "User-turn template by name (plain, eval_math) or text with {problem}."
+        "plain",
+        "User-turn template by name (plain, eval_math) or text with {problem}.",
+        reference="prompt_template",
     )
     # sampling
     num_generations: int = _doc(
-        8, "G: completions per prompt (and reference completions, for AAPO)."
+        8,
+        "G: completions per prompt (and reference completions, for AAPO).",
+        range=Range(2, why="(advantages compare completions within a group)"),
     )
     max_prompt_length: int = _doc(
-        512, "Prompts longer than this (in tokens) are skipped at load time, counted."
+        512,
+        "Prompts longer than this (in tokens) are skipped at load time, counted.",
+        range=AT_LEAST_ONE,
     )
-    max_completion_length: int = _doc(64, "New-token cap per completion.")
+    max_completion_length: int = _doc(64, "New-token cap per completion.", range=AT_LEAST_ONE)
     temperature: float = _doc(
-        1.0, "Sampling temperature for policy and reference; the loss uses logits / T too."
+        1.0,
+        "Sampling temperature for policy and reference; the loss uses logits / T too.",
+        range=Range(
+            0,
+            low_open=True,
+            why="(sampling needs a temperature; greedy decoding gives no group to compare)",
+        ),
     )
-    top_p: float = _doc(1.0, "Nucleus sampling for policy and reference.")
+    top_p: float = _doc(
+        1.0, "Nucleus sampling for policy and reference.", range=Range(0, 1, low_open=True)
+    )
     sampler: SamplerName = _doc(
         "group",
         "group (one prefill per prompt, finished rows leave the batch) or hf "
         "(transformers' generate: the reference implementation).",
+        reference=False,
     )
     # optimisation
-    learning_rate: float = _doc(1e-6, "Peak learning rate (AdamW).")
+    learning_rate: float = _doc(
+        1e-6, "Peak learning rate (AdamW).", reference=False, range=POSITIVE
+    )
     lr_scheduler_type: str = _doc(
         "constant",
         "A transformers scheduler: constant, linear, cosine, cosine_with_min_lr, ...",
+        reference=False,
     )
-    lr_scheduler_kwargs: dict = _doc({}, "Extra scheduler arguments, e.g. {min_lr_rate: 0.1}.")
-    warmup_ratio: float = _doc(0.0, "Fraction of steps spent warming the learning rate up.")
-    weight_decay: float = _doc(0.0, "AdamW weight decay.")
-    adam_beta1: float = _doc(0.9, "AdamW beta1.")
-    adam_beta2: float = _doc(0.999, "AdamW beta2.")
-    max_grad_norm: float = _doc(1.0, "Gradient clipping norm (0 disables).")
-    per_device_train_batch_size: int = _doc(8, "Completions per micro-batch per process.")
-    gradient_accumulation_steps: int = _doc(8, "Micro-batches per optimizer step.")
+    lr_scheduler_kwargs: dict = _doc(
+        {}, "Extra scheduler arguments, e.g. {min_lr_rate: 0.1}.", reference=False
+    )
+    warmup_ratio: float = _doc(
+        0.0,
+        "Fraction of steps spent warming the learning rate up.",
+        reference=False,
+        range=FRACTION,
+    )
+    weight_decay: float = _doc(0.0, "AdamW weight decay.", reference=False, range=NON_NEGATIVE)
+    adam_beta1: float = _doc(
+        0.9, "AdamW beta1.", reference=False, range=Range(0, 1, high_open=True)
+    )
+    adam_beta2: float = _doc(
+        0.999, "AdamW beta2.", reference=False, range=Range(0, 1, high_open=True)
+    )
+    max_grad_norm: float = _doc(
+        1.0,
+        "Gradient clipping norm (0 disables).",
+        reference=False,
+        range=Range(0, why="(0 disables clipping)"),
+    )
+    per_device_train_batch_size: int = _doc(
+        8, "Completions per micro-batch per process.", reference=False, range=AT_LEAST_ONE
+    )
+    gradient_accumulation_steps: int = _doc(
+        8, "Micro-batches per optimizer step.", reference=False, range=AT_LEAST_ONE
+    )
     steps_per_generation: int | None = _doc(
         None,
         "Micro-batches per process that one generation batch feeds (TRL's meaning); a "
         "multiple of gradient_accumulation_steps; null = gradient_accumulation_steps.",
+        reference=False,
+        range=AT_LEAST_ONE,
     )
     num_iterations: int = _doc(
-        1, "μ: passes over each generation batch (the ratio and its clip act from the second)."
+        1,
+        "μ: passes over each generation batch (the ratio and its clip act from the second).",
+        reference=False,
+        range=AT_LEAST_ONE,
     )
-    max_steps: int = _doc(-1, "Optimizer steps; -1 = derive from num_train_epochs.")
-    num_train_epochs: float = _doc(1.0, "Passes over the dataset when max_steps is -1.")
-    seed: int = _doc(42, "Seeds data order, sampling and initialisation.")
+    max_steps: int = _doc(
+        -1, "Optimizer steps; -1 = derive from num_train_epochs.", reference=False, range=ANY
+    )
+    num_train_epochs: float = _doc(
+        1.0, "Passes over the dataset when max_steps is -1.", reference=False, range=NON_NEGATIVE
+    )
+    seed: int = _doc(42, "Seeds data order, sampling and initialisation.", range=NON_NEGATIVE)
     # the algorithm's knobs (each estimator or loss takes the ones it names)
-    beta: float = _doc(0.0, "KL coefficient (k3 estimator against the reference model); 0 = no KL.")
-    epsilon: float = _doc(0.2, "Lower clip of the probability ratio (clipped-surrogate losses).")
-    epsilon_high: float | None = _doc(None, "Upper clip; null = epsilon (DAPO sets 0.28).")
+    beta: float = _doc(
+        0.0,
+        "KL coefficient (k3 estimator against the reference model); 0 = no KL.",
+        reference=False,
+        range=NON_NEGATIVE,
+    )
+    epsilon: float = _doc(
+        0.2,
+        "Lower clip of the probability ratio (clipped-surrogate losses).",
+        reference=False,
+        range=NON_NEGATIVE,
+    )
+    epsilon_high: float | None = _doc(
+        None, "Upper clip; null = epsilon (DAPO sets 0.28).", reference=False, range=NON_NEGATIVE
+    )
     scale_rewards: ScaleRewards = _doc(
-        "group", "group, batch or none: what the group-normalised term divides by."
+        "group",
+        "group, batch or none: what the group-normalised term divides by.",
+        reference=False,
     )
-    delta_low: float = _doc(-0.2, "AAPO: lower clip of the advantage momentum.")
-    delta_high: float = _doc(0.28, "AAPO: upper clip of the advantage momentum.")
+    delta_low: float = _doc(
+        -0.2, "AAPO: lower clip of the advantage momentum.", reference=False, range=ANY
+    )
+    delta_high: float = _doc(
+        0.28, "AAPO: upper clip of the advantage momentum.", reference=False, range=ANY
+    )
     momentum_clip: bool = _doc(
-        True, "AAPO: clip the momentum (false = the paper's w/o-clip ablation)."
+        True,
+        "AAPO: clip the momentum (false = the paper's w/o-clip ablation).",
+        reference=False,
     )
-    gpg_norm: GpgNorm = _doc("1", "GPG: F_norm, `1` or `std`.")
-    gpg_alpha: bool = _doc(True, "GPG: scale by alpha = B / (B - M), M = tied groups.")
+    gpg_norm: GpgNorm = _doc("1", "GPG: F_norm, `1` or `std`.", reference=False)
+    gpg_alpha: bool = _doc(
+        True, "GPG: scale by alpha = B / (B - M), M = tied groups.", reference=False
+    )
     advantage_kwargs: dict = _doc(
-        {}, "Extra keyword options for the advantage estimator (e.g. a registered one's own)."
+        {},
+        "Extra keyword options for the advantage estimator (e.g. a registered one's own).",
+        reference=False,
     )
     loss_aggregation: Aggregation | None = _doc(
-        None, "Override: token_mean, sequence_mean or constant."
+        None,
+        "Override: token_mean, sequence_mean or constant.",
+        reference=False,
     )
     dynamic_sampling: bool = _doc(
-        False, "DAPO: drop groups whose rewards all tie and draw new prompts to fill the batch."
+        False,
+        "DAPO: drop groups whose rewards all tie and draw new prompts to fill the batch.",
+        reference=False,
     )
     min_informative_fraction: float = _doc(
-        0.0, "GPG: draw new prompts while fewer than this fraction of groups are untied."
+        0.0,
+        "GPG: draw new prompts while fewer than this fraction of groups are untied.",
+        reference=False,
+        range=FRACTION,
     )
     max_sampling_rounds: int = _doc(
-        4, "Cap on sampling rounds per batch for those two; then tied groups fill the batch."
+        4,
+        "Cap on sampling rounds per batch for those two; then tied groups fill the batch.",
+        reference=False,
+        range=AT_LEAST_ONE,
     )
     mask_truncated_completions: bool = _doc(
-        False, "Leave completions that hit the length cap out of the loss."
+        False,
+        "Leave completions that hit the length cap out of the loss.",
+        reference=False,
     )
     # rewards
     reward_funcs: list[str] = _doc(
         ["format", "accuracy"], "Reward names (format, accuracy, cosine) or import paths."
     )
     reward_weights: list[float] | None = _doc(
-        None, "One weight per reward function; null = all 1.0."
+        None,
+        "One weight per reward function; null = all 1.0.",
+        reference="reward_weights",
     )
     reward_kwargs: dict = _doc({}, "Per-function parameters, e.g. {cosine: {max_length: 3584}}.")
     reward_timeout: float = _doc(
-        30.0, "Seconds a reward call may take before it is skipped (counted)."
+        30.0,
+        "Seconds a reward call may take before it is skipped (counted).",
+        reference=False,
+        range=POSITIVE,
     )
     reference_cache: str | None = _doc(
         None,
         "Directory of precomputed reference rollouts (aapo reference); null = sample the "
         "reference during each step.",
+        reference=False,
     )
     reference_draws: int | None = _doc(
         None,
         "aapo reference: draws of G completions per prompt; null = what the run's epochs/steps "
         "need.",
+        reference=False,
+        range=AT_LEAST_ONE,
     )
     reference_batch_size: int = _doc(
-        256, "aapo reference: sequences per generate call (no gradients, so large)."
+        256,
+        "aapo reference: sequences per generate call (no gradients, so large).",
+        reference=False,
+        range=AT_LEAST_ONE,
     )
     # model adapters
     use_peft: bool = _doc(
         False,
         "Train LoRA adapters (aapo[peft]); the reference is the adapter-disabled base.",
+        reference=False,
     )
-    lora_r: int = _doc(16, "LoRA rank.")
-    lora_alpha: int = _doc(32, "LoRA alpha.")
-    lora_dropout: float = _doc(0.05, "LoRA dropout.")
+    lora_r: int = _doc(16, "LoRA rank.", reference=False, range=AT_LEAST_ONE)
+    lora_alpha: int = _doc(32, "LoRA alpha.", reference=False, range=POSITIVE)
+    lora_dropout: float = _doc(
+        0.05, "LoRA dropout.", reference=False, range=Range(0, 1, high_open=True)
+    )
     lora_target_modules: list[str] | None = _doc(
-        None, "Module names for LoRA; null = peft's default for the architecture."
+        None,
+        "Module names for LoRA; null = peft's default for the architecture.",
+        reference=False,
     )
     gradient_checkpointing: bool = _doc(
-        False, "Trade compute for memory in the policy forward pass."
+        False,
+        "Trade compute for memory in the policy forward pass.",
+        **BOOKKEEPING,
     )
     # output
-    output_dir: str = _doc("runs/aapo", "Where metrics, checkpoints and the final model go.")
-    logging_steps: int = _doc(
-        1, "Log metrics every N steps (metrics.jsonl, TensorBoard, progress bar)."
+    output_dir: str = _doc(
+        "runs/aapo",
+        "Where metrics, checkpoints and the final model go.",
+        **BOOKKEEPING,
     )
-    save_steps: int = _doc(0, "Checkpoint every N steps; 0 = only the final model.")
-    save_total_limit: int | None = _doc(2, "Keep at most this many checkpoints; null = all.")
+    logging_steps: int = _doc(
+        1,
+        "Log metrics every N steps (metrics.jsonl, TensorBoard, progress bar).",
+        **BOOKKEEPING,
+        range=AT_LEAST_ONE,
+    )
+    save_steps: int = _doc(
+        0,
+        "Checkpoint every N steps; 0 = only the final model.",
+        **BOOKKEEPING,
+        range=NON_NEGATIVE,
+    )
+    save_total_limit: int | None = _doc(
+        2,
+        "Keep at most this many checkpoints; null = all.",
+        **BOOKKEEPING,
+        range=Range(1, why="or null to keep every checkpoint"),
+    )
     report_to: list[Sink] = _doc(
-        ["tensorboard"], "Extra sinks beside metrics.jsonl: tensorboard, wandb."
+        ["tensorboard"],
+        "Extra sinks beside metrics.jsonl: tensorboard, wandb.",
+        **BOOKKEEPING,
     )
     log_completions: bool = _doc(
-        False, "Write each logged step's completions, rewards, advantages to completions.jsonl."
+        False,
+        "Write each logged step's completions, rewards, advantages to completions.jsonl.",
+        **BOOKKEEPING,
     )
     log_completions_max_rows: int = _doc(
-        64, "At most this many completions per logged step in completions.jsonl."
+        64,
+        "At most this many completions per logged step in completions.jsonl.",
+        **BOOKKEEPING,
+        range=AT_LEAST_ONE,
     )
     resume_from_checkpoint: str | None = _doc(
-        None, "`latest` or a checkpoint path to continue from."
+        None,
+        "`latest` or a checkpoint path to continue from.",
+        **BOOKKEEPING,
     )
     resume_config_changes: bool = _doc(
         False,
         "Resume even though settings that change the run's course differ from the "
         "checkpoint's (they are listed); without it such a resume is refused.",
+        **BOOKKEEPING,
     )
     # held-out check
     eval_num_problems: int = _doc(
-        0, "Held-out problems scored greedily before and after training; 0 = skip."
+        0,
+        "Held-out problems scored greedily before and after training; 0 = skip.",
+        **BOOKKEEPING,
+        range=NON_NEGATIVE,
     )
     eval_steps: int = _doc(
-        0, "Also score them every N steps (metrics eval/accuracy[/level_L]); 0 = ends only."
+        0,
+        "Also score them every N steps (metrics eval/accuracy[/level_L]); 0 = ends only.",
+        **BOOKKEEPING,
+        range=NON_NEGATIVE,
     )
     eval_max_new_tokens: int | None = _doc(
-        None, "Token cap for that check; null = max_completion_length."
+        None,
+        "Token cap for that check; null = max_completion_length.",
+        **BOOKKEEPING,
+        range=AT_LEAST_ONE,
     )
 
     def __post_init__(self) -> None:
-        for name in _POSITIVE_INTS:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_generations < 2:
-            raise ValueError(
-                "num_generations must be >= 2: advantages compare completions within a group"
-            )
+        self._check_ranges()
         _check_choices(self)
         layout = self.batch_layout()  # G must divide each process's completions
         if self.save_steps % layout.steps_per_generation_batch:
@@ -227,7 +470,6 @@ class TrainConfig:
                 f"{layout.steps_per_generation_batch} optimizer steps one generation batch "
                 "feeds (checkpoints are taken between generation batches)"
             )
-        self._check_ranges()
         self._check_rewards()
         if self.delta_low > self.delta_high:
             raise ValueError(
@@ -238,39 +480,12 @@ class TrainConfig:
         _check_scheduler(self.lr_scheduler_type)
 
     def _check_ranges(self) -> None:
-        """Every numeric option inside its range, named with its value."""
-        checks = [
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            (
-                "temperature",
-                self.temperature > 0,
-                "> 0 (sampling needs a temperature; greedy decoding gives no group to compare)",
-            ),
-            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-            ("epsilon", self.epsilon >= 0, ">= 0"),
-            ("epsilon_high", self.epsilon_high is None or self.epsilon_high >= 0, ">= 0"),
-            ("beta", self.beta >= 0, ">= 0"),
-            ("warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("adam_beta1", 0 <= self.adam_beta1 < 1, "in [0, 1)"),
-            ("adam_beta2", 0 <= self.adam_beta2 < 1, "in [0, 1)"),
-            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
-            ("reward_timeout", self.reward_timeout > 0, "> 0"),
-            ("save_steps", self.save_steps >= 0, ">= 0"),
-            (
-                "save_total_limit",
-                self.save_total_limit is None or self.save_total_limit >= 1,
-                ">= 1, or null to keep every checkpoint",
-            ),
-            ("eval_num_problems", self.eval_num_problems >= 0, ">= 0"),
-            ("eval_steps", self.eval_steps >= 0, ">= 0"),
-            ("min_informative_fraction", 0 <= self.min_informative_fraction <= 1, "in [0, 1]"),
-            ("dataset_size", self.dataset_size >= 1, ">= 1"),
-        ]
-        for name, ok, allowed in checks:
-            value = getattr(self, name)
-            if not ok or (isinstance(value, float) and not math.isfinite(value)):
-                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        """Every numeric option inside the range its declaration names, with its value."""
+        for f in dataclasses.fields(self):
+            allowed = f.metadata.get("range")
+            value = getattr(self, f.name)
+            if allowed is not None and not allowed.holds(value):
+                raise ValueError(f"{f.name} must be {allowed}, got {value!r}")
 
     def _check_rewards(self) -> None:
         if not self.reward_funcs:
@@ -342,17 +557,6 @@ class BatchLayout:
     steps_per_generation_batch: int  # optimizer steps one generation batch feeds (all passes)
 
 
-_POSITIVE_INTS = (
-    "num_generations",
-    "max_completion_length",
-    "max_prompt_length",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "logging_steps",
-    "num_iterations",
-    "max_sampling_rounds",
-    "log_completions_max_rows",
-)
 _FIELD_NAMES = frozenset(TrainConfig.__dataclass_fields__)
 
 

@@ -33,14 +33,13 @@ from aapo.models import (
     save_pretrained_as,
     training_device,
 )
+from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sampler
-from aapo.rollout.reference_cache import describe_source
 from aapo.training import builders, deepspeed_engine
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
-from aapo.training.scoring import RewardScorer
 from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
@@ -78,8 +77,7 @@ class Trainer:
         self.cursor = 0  # prompts drawn so far, over every process
         self.completions: JsonlSink | None = None  # completions.jsonl, with log_completions
         self.algorithm = get_algorithm(config.algorithm)
-        self.advantage_name = config.advantage_estimator or self.algorithm.advantage
-        estimator = get_advantage(self.advantage_name)
+        estimator = get_advantage(config.advantage_estimator or self.algorithm.advantage)
         self.layout = config.batch_layout(acc.num_processes)
         scorer = builders.build_scorer(config, reward_functions)  # before any model loads
         try:
@@ -103,16 +101,13 @@ class Trainer:
         self.data = builders.build_data(config, self.tokenizer, self.layout)
 
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
-        cached = estimator.needs_reference and config.reference_cache is not None
-        sampled = estimator.needs_reference and not cached  # the reference sampled in-step
-        if config.reference_cache is not None and not estimator.needs_reference:
-            log.warning("reference_cache is set but %s samples no reference", self.advantage_name)
-        reference_cache = (
+        source = builders.reference_source(config, estimator)
+        cache = (  # fingerprinted with the initial weights: before any update
             builders.open_reference_cache(config, model, self.data, self.tokenizer)
-            if cached
+            if source == "cached"
             else None
         )
-        self.reference_model = builders.build_reference(config, model, sampled)
+        self.reference_model = builders.build_frozen_model(config, model, source == "sampled")
         if self.deepspeed:  # DeepSpeed is sized before it wraps the model
             deepspeed_engine.configure(acc, config)
         self.model, self.optimizer = acc.prepare(model, builders.build_optimizer(config, model))
@@ -124,18 +119,22 @@ class Trainer:
         self.policy_sampler = policy_sampler or builders.build_sampler(
             config, policy, self.tokenizer
         )
-        if sampled and reference_sampler is None:
-            reference_sampler = builders.build_reference_sampler(
-                config, self.policy_sampler, policy, self.reference_model, self.tokenizer
-            )
+        reference = builders.build_reference(
+            source,
+            scorer,
+            cache,
+            sampler=lambda: (
+                reference_sampler
+                or builders.build_reference_sampler(
+                    config, self.policy_sampler, policy, self.reference_model, self.tokenizer
+                )
+            ),
+        )
         self.parts = StepParts(
             config=config,
-            algorithm=self.algorithm,
-            advantage_name=self.advantage_name,
             model=self.model,
             policy_sampler=self.policy_sampler,
-            reference_sampler=reference_sampler if sampled else None,
-            reference_cache=reference_cache,
+            reference=reference,
             reference_logprobs=builders.build_reference_logprobs(
                 config, policy, self.reference_model
             ),
@@ -144,8 +143,10 @@ class Trainer:
             scheduler=self.scheduler,
             accelerator=deepspeed_engine.DeepSpeedSteps(acc) if self.deepspeed else acc,
             pad_id=self.tokenizer.pad_token_id,
+            sampling=builders.sampling_params(config),
+            estimator=estimator.name,
+            loss=builders.loss_settings(config, self.algorithm),
             advantage_options=builders.advantage_options(config, estimator),
-            share_prompts=builders.shares_prompts(config),
         )
 
     @property
@@ -172,9 +173,9 @@ class Trainer:
         start_step = self._resume() if cfg.resume_from_checkpoint else 0
         sinks = self._sinks(resume_step=start_step if cfg.resume_from_checkpoint else None)
         summary: dict[str, Any] = {"skipped_prompts": self.data.skipped_prompts}
-        cache = self.parts.reference_cache
-        if cache is not None and cache.source is not None:  # not sampled from these weights
-            summary["reference_source"] = describe_source(cache.source)
+        provenance = self.parts.reference and self.parts.reference.provenance()
+        if provenance:  # not sampled by aapo from these weights
+            summary["reference_source"] = provenance
         if cfg.eval_num_problems and start_step == 0:
             before = self._held_out()
             summary["held_out_accuracy_before"] = before["eval/accuracy"]

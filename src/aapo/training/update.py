@@ -68,6 +68,7 @@ class LossSettings:
     max_completion_length: int
     max_grad_norm: float
     share_prompts: bool = True  # False: one prompt copy per row (gradient checkpointing)
+    uses_ratio: bool = True  # the loss reads π_old (clipped surrogate); False: plain NLL
 
 
 def micro_batches(

@@ -8,9 +8,10 @@ import torch
 
 from aapo.algorithms import Algorithm
 from aapo.data.rows import PromptRow
+from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sample
+from aapo.training import builders
 from aapo.training.config import TrainConfig
-from aapo.training.scoring import RewardScorer
 from aapo.training.step import StepParts, train_round
 
 V = 6  # vocabulary; token 0 is padding
@@ -48,18 +49,18 @@ def _parts(config, model, sampler, lr=1.0):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     return StepParts(
         config=config,
-        algorithm=Algorithm("grpo", "clipped", "token_mean"),
-        advantage_name="grpo",
         model=model,
         policy_sampler=sampler,
-        reference_sampler=None,
-        reference_cache=None,
+        reference=None,
         reference_logprobs=None,
         scorer=RewardScorer(["good"], [good]),
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
         accelerator=Accelerator(cpu=True),
         pad_id=0,
+        sampling=builders.sampling_params(config),
+        estimator="grpo",
+        loss=builders.loss_settings(config, Algorithm("grpo", "clipped", "token_mean")),
         advantage_options={"scale_rewards": "group"},
     )
 

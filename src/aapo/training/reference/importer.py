@@ -3,7 +3,7 @@
 For a user who sampled the frozen reference with vLLM, SGLang or a serving fleet. The rows,
 tokenizer and reward functions are the run's own (the config `aapo train` will read); only the
 sampling happened elsewhere. The cache is the one `aapo reference` writes, scored through the
-same `reference_build.shard_tensors`, so `aapo train --reference_cache DIR` reads it unchanged.
+same `build.shard_tensors`, so `aapo train --reference_cache DIR` reads it unchanged.
 
 A row: `problem`, `completions` (D·G strings: D draws of G, draw-major; `completion` when
 D·G = 1), optional `prompt`, `answer`, and per sample `truncated`, `completion_tokens` (as
@@ -42,11 +42,21 @@ import torch
 from tqdm.auto import tqdm
 
 from aapo.config import ConfigError
+from aapo.data.completions import Completion, row_completions
 from aapo.data.datasets import DatasetError, read_jsonl, shown
 from aapo.data.rows import PromptRow
-from aapo.evaluation.external import Completion, file_sha256, row_completions
+from aapo.files import file_sha256
 from aapo.models import load_tokenizer, resolve_model_path
-from aapo.rollout.reference_cache import (
+from aapo.rollout.sampler import Sample, saved_eos_ids
+from aapo.training import builders
+from aapo.training.config import TrainConfig
+from aapo.training.reference.build import (
+    done_shards,
+    finished,
+    log_reward_events,
+    shard_tensors,
+)
+from aapo.training.reference.cache import (
     MANIFEST,
     Layout,
     describe_source,
@@ -55,15 +65,6 @@ from aapo.rollout.reference_cache import (
     shard_header,
     write_manifest,
     write_shard,
-)
-from aapo.rollout.sampler import Sample, saved_eos_ids
-from aapo.training import builders
-from aapo.training.config import TrainConfig
-from aapo.training.reference_build import (
-    done_shards,
-    finished,
-    log_reward_events,
-    shard_tensors,
 )
 
 log = logging.getLogger("aapo")
@@ -193,7 +194,7 @@ def read_reference_file(path: Path, rows: list[PromptRow], tokens: Tokens, G: in
     source = {
         "kind": "external_completions",
         "file": str(path),
-        "sha256": file_sha256(path),
+        "sha256": "sha256:" + file_sha256(path),
         "rows": len(lines),
         **counts,
         "checked": "problem, prompt and answer against the training rows; lengths against "

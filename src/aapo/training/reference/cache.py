@@ -8,11 +8,11 @@ also carries the fingerprint in its header, so a rerun resumes only shards of th
 
 The fingerprint names everything the stored values depend on; `ReferenceCache.open` refuses a
 run that differs, naming each field with both values, and a shard whose bytes changed. A
-cache imported from completions sampled elsewhere (`aapo.training.reference_import`) cannot
-vouch for `SAMPLED_ONLY` (the weights and seed that sampled them): its fingerprint leaves them
+cache imported from completions sampled elsewhere (`importer.py`) cannot vouch for
+`SAMPLED_ONLY` (the weights, seed and dtype that sampled them): its fingerprint leaves them
 out, its manifest's `source` names the file, and `open` checks the rest. `take` hands a step
 its prompts' rewards, one fresh draw per use. Building (model, sampling, scoring) is in
-`aapo.training.reference_build`. Left out: the completion texts, and the source code of user
+`build.py`. Left out: the completion texts, and the source code of user
 reward functions (their import paths are fingerprinted, their bodies are not).
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +29,8 @@ import torch
 
 from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
+from aapo.files import atomic_write, file_sha256
+from aapo.training.config import derived_reference_entries, reference_fields
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -71,9 +72,10 @@ class Layout:
 # fingerprint -------------------------------------------------------------------------------
 
 
-# What only aapo's own sampling can vouch for: the weights it sampled and the seed of its RNG.
-# An imported cache (`aapo reference --completions`) leaves them out and says so in `source`.
-SAMPLED_ONLY = ("reference_weights", "seed")
+# What only aapo's own sampling can vouch for: the weights it sampled, the seed of its RNG and
+# the dtype it computed in (bf16 sampling differs from fp32). An imported cache (`aapo
+# reference --completions`) leaves them out and says so in `source`.
+SAMPLED_ONLY = ("reference_weights", "seed", "dtype")
 
 
 def reference_fingerprint(
@@ -85,9 +87,15 @@ def reference_fingerprint(
     by their `index`, their position in this list. Under LoRA pass the base model (or the
     peft model: its adapters are left out of the weight hash).
     """
+    from aapo.models import resolve_dtype
     from aapo.rollout.sampler import _eos_ids
 
-    sampled = {"reference_weights": weights_sha256(reference_model), "seed": config.seed}
+    device = next(reference_model.parameters()).device
+    sampled = {
+        "reference_weights": weights_sha256(reference_model),
+        "seed": config.seed,
+        "dtype": str(resolve_dtype(config.dtype, device)).removeprefix("torch."),
+    }
     eos_ids = _eos_ids(reference_model, tokenizer)
     return {**sampled, **run_fingerprint(config, rows, tokenizer, eos_ids)}
 
@@ -95,11 +103,13 @@ def reference_fingerprint(
 def run_fingerprint(
     config: Any, rows: list[PromptRow], tokenizer: Any, eos_ids: list[int]
 ) -> dict[str, Any]:
-    """The fingerprint without `SAMPLED_ONLY`: prompts, tokenizer, sampling settings and
-    rewards, which an imported cache is held to as strictly as a sampled one."""
+    """The fingerprint without `SAMPLED_ONLY`, which an imported cache is held to as strictly
+    as a sampled one: every config field declared to shape the reference rollouts
+    (`reference=True`, the default, so a new field is in it), by value, and the entries
+    derived from the others (the prompts as rendered, the dataset's and tokenizer's hashes)."""
     from aapo.data.prompts import resolve_system_prompt, resolve_user_template
 
-    fingerprint = {
+    derived = {
         "tokenizer": _sha256_json(sorted(tokenizer.get_vocab().items())),
         "eos_token_ids": eos_ids,
         "system_prompt": resolve_system_prompt(config.system_prompt),
@@ -107,16 +117,17 @@ def run_fingerprint(
         "rendered_prompts": _sha256_json([row.prompt_ids for row in rows]),
         "dataset": _sha256_json([row.columns for row in rows]),
         "num_rows": len(rows),
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        "max_completion_length": config.max_completion_length,
-        "max_prompt_length": config.max_prompt_length,
-        "num_generations": config.num_generations,
-        "reward_funcs": list(config.reward_funcs),
         "reward_weights": list(config.reward_weights or [1.0] * len(config.reward_funcs)),
-        "reward_kwargs": config.reward_kwargs,
     }
-    return json.loads(json.dumps(fingerprint))  # tuples → lists: compare as stored
+    unknown = set(derived_reference_entries(type(config))) - set(derived) - set(SAMPLED_ONLY)
+    if unknown:  # a field names an entry nothing computes: it would silently not count
+        raise ValueError(f"config fields name fingerprint entries nothing computes: {unknown}")
+    values = {
+        name: getattr(config, name)
+        for name in reference_fields(type(config))
+        if name not in SAMPLED_ONLY
+    }
+    return json.loads(json.dumps({**values, **derived}))  # tuples → lists: compare as stored
 
 
 def weights_sha256(model: Any) -> str:
@@ -182,16 +193,6 @@ def shard_header(fingerprint: dict[str, Any], layout: Layout, shard: int) -> dic
     }
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a unique temporary name, flush to disk, rename: readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_shard(
     directory: Path, shard: int, tensors: dict[str, torch.Tensor], header: dict[str, Any]
 ) -> None:
@@ -208,14 +209,6 @@ def read_shard_header(path: Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as handle:
         return json.loads((handle.metadata() or {}).get("aapo", "{}"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(

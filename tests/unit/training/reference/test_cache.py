@@ -14,17 +14,17 @@ from aapo.data.datasets import load_problems
 from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rewards import get_reward_function
+from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import SAMPLERS, SamplingParams
-from aapo.rollout.reference_cache import (
+from aapo.training.config import TrainConfig
+from aapo.training.reference.build import build_reference_cache, shard_seed
+from aapo.training.reference.cache import (
     ReferenceCache,
     ReferenceCacheError,
     reference_fingerprint,
     shard_name,
     weights_sha256,
 )
-from aapo.training.config import TrainConfig
-from aapo.training.reference_build import build_reference_cache, shard_seed
-from aapo.training.scoring import RewardScorer
 
 # 16 prompts, G=2, 2 draws; 8 sequences per generate call → 4 prompts per shard, 4 shards
 TINY = dict(

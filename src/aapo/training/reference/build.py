@@ -8,7 +8,7 @@ whether an earlier attempt was killed. Processes (`accelerate launch`) take shar
 and skip the ones already on disk; whichever process sees the last shard land writes the
 manifest. Scoring goes through the trainer's `RewardScorer` in chunks of a step's size, so
 timeouts and "not applicable" scores behave as during a step. Completions sampled elsewhere
-(vLLM, SGLang) are imported by `aapo.training.reference_import`. Left out: vLLM sampling here.
+(vLLM, SGLang) are imported by `importer.py`. Left out: vLLM sampling here.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ from aapo.models import (
     resolve_model_path,
     training_device,
 )
-from aapo.rollout.reference_cache import (
+from aapo.rewards.scoring import RewardScorer
+from aapo.rollout.sampler import Sample, Sampler, SamplingParams
+from aapo.training import builders
+from aapo.training.config import TrainConfig
+from aapo.training.reference.cache import (
     MANIFEST,
     Layout,
     ReferenceCacheError,
@@ -44,11 +48,7 @@ from aapo.rollout.reference_cache import (
     write_manifest,
     write_shard,
 )
-from aapo.rollout.sampler import Sample, Sampler, SamplingParams
-from aapo.training import builders
-from aapo.training.collect import score
-from aapo.training.config import TrainConfig
-from aapo.training.scoring import RewardScorer
+from aapo.training.scored import score
 
 log = logging.getLogger("aapo")
 
@@ -208,10 +208,6 @@ def _scoring_chunk(config: TrainConfig) -> int:
 def _check_options(config: Any) -> None:
     if not config.reference_cache:
         raise ConfigError("aapo reference needs reference_cache: the directory to write")
-    if config.reference_draws is not None and config.reference_draws < 1:
-        raise ConfigError(f"reference_draws must be >= 1, got {config.reference_draws}")
-    if config.reference_batch_size < 1:
-        raise ConfigError(f"reference_batch_size must be >= 1, got {config.reference_batch_size}")
 
 
 def finished(directory: Path, fingerprint: dict, layout: Layout) -> bool:

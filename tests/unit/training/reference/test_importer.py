@@ -17,18 +17,23 @@ from aapo.cli import main
 from aapo.config import load_config
 from aapo.data.datasets import DatasetError
 from aapo.models import load_model, load_tokenizer
-from aapo.rollout.reference_cache import (
+from aapo.rollout.sampler import saved_eos_ids
+from aapo.training import builders
+from aapo.training.config import TrainConfig
+from aapo.training.reference import CachedReference
+from aapo.training.reference.build import build_reference_cache
+from aapo.training.reference.cache import (
     SAMPLED_ONLY,
     ReferenceCache,
     ReferenceCacheError,
     read_manifest,
     reference_fingerprint,
 )
-from aapo.rollout.sampler import saved_eos_ids
-from aapo.training import builders
-from aapo.training.config import TrainConfig
-from aapo.training.reference_build import build_reference_cache
-from aapo.training.reference_import import Tokens, import_reference_completions, read_reference_file
+from aapo.training.reference.importer import (
+    Tokens,
+    import_reference_completions,
+    read_reference_file,
+)
 
 # 16 prompts, G=2, 2 draws; 8 sequences per generate call → 4 prompts per shard. cosine reads
 # the token ids, so the lengths the import uses are checked through the rewards too.
@@ -48,7 +53,7 @@ ARGS = [
     "--max_steps", "8",
 ]  # fmt: skip
 G, D = 2, 2
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "vllm_completions.py"
+SCRIPT = Path(__file__).resolve().parents[4] / "scripts" / "vllm_completions.py"
 
 
 def _config(directory: Path, *more: str) -> TrainConfig:
@@ -192,7 +197,8 @@ def test_the_trainer_reads_an_imported_cache_and_says_where_it_came_from(
     from aapo.training.trainer import Trainer
 
     trainer = Trainer(run)
-    assert trainer.reference_model is None and trainer.parts.reference_sampler is None
+    assert trainer.reference_model is None
+    assert isinstance(trainer.parts.reference, CachedReference)
     summary = trainer.train()
     assert str(path) in summary["reference_source"]
     assert "ref_reward" in summary["final_metrics"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from aapo.training.reward_process import ProcessReward, RewardWorkerError
-from aapo.training.scoring import RewardScorer
+from aapo.rewards.reward_process import ProcessReward, RewardWorkerError
+from aapo.rewards.scoring import RewardScorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))  # rewards_for_tests
 

@@ -1,6 +1,6 @@
 """A user's reward function in its own process, so a call that hangs can be killed.
 
-`ProcessReward(spec, kwargs)` starts `python -m aapo.training.reward_process`, which rebuilds
+`ProcessReward(spec, kwargs)` starts `python -m aapo.rewards.reward_process`, which rebuilds
 the function with `aapo.rewards.get_reward_function(spec, **kwargs)` (no pickled callables)
 and serves calls. `call(timeout, **columns)` sends one call and waits at most `timeout`
 seconds; a worker that misses it is killed (SIGKILL: nothing it does can delay that) and a
@@ -102,7 +102,7 @@ class ProcessReward:
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         )
-        argv = [sys.executable, "-m", "aapo.training.reward_process"]
+        argv = [sys.executable, "-m", "aapo.rewards.reward_process"]
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
         )

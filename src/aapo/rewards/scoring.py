@@ -16,6 +16,9 @@ registered only in this process, which a worker cannot rebuild, runs here). Call
 passed in directly (as tests do) run here on a daemon thread: a timed-out call is abandoned
 and keeps running, but never delays the process's exit.
 
+TRL's call on a step's prompt rows (columns repeated per completion) is built in
+training/scored.py.
+
 Left out: running several reward functions concurrently.
 """
 
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aapo.training.reward_process import ProcessReward, RewardWorkerError
+from aapo.rewards.reward_process import ProcessReward, RewardWorkerError
 
 log = logging.getLogger(__name__)
 IN_PROCESS = frozenset({"format", "accuracy", "cosine"})  # graded in sandboxed workers already
