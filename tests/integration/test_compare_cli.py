@@ -72,6 +72,8 @@ def test_compare_writes_runs_figures_report_and_keeps_finished_runs(tmp_path, ca
     assert report.startswith("# Comparison: aapo, grpo")
     assert "| aapo | 2 |" in report and "| grpo | 2 |" in report
     assert "## Paired difference to grpo" in report
+    for statistic in ("after, IQM (bootstrap)", "minus grpo (bootstrap)", "P(variant > grpo)"):
+        assert f"| {statistic}" in report, statistic
     assert "![reward](figures/reward.png)" in report
 
     # aapo seed 2 "killed" after checkpoint-1: no summary; the other three are finished

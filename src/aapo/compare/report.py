@@ -1,6 +1,8 @@
 """The Markdown report of a comparison: held-out accuracy per variant (overall and per
-difficulty level) with 95% intervals over seeds, the paired difference to a baseline, steps to a
-target accuracy, the variance of the training loss, the fraction of tied groups, the figures.
+difficulty level) with 95% intervals over seeds and its interquartile mean, the paired difference
+to a baseline (Student-t and bootstrap intervals) and the probability of improvement over it,
+steps to a target accuracy, the variance of the training loss, the fraction of tied groups, the
+figures.
 
 Each quantity is computed per run, then summarised over seeds (stats.py). The final held-out
 accuracy is the run's `held_out_accuracy_after` (summary.json) or else its last `eval/accuracy`.
@@ -141,9 +143,13 @@ def _header(groups: Mapping[str, Sequence[Run]]) -> str:
         "",
         f"{len(runs)} runs; seeds {', '.join(map(str, seeds))}; "
         f"{'steps ' + ', '.join(map(str, steps))}.",
-        "Intervals are 95% Student-t intervals over seeds (n − 1 degrees of freedom). Runs with "
-        "the same seed see the same prompts in the same order and the same held-out problems, "
-        "so differences between variants are paired by seed.",
+        "Intervals are 95% Student-t intervals over seeds (n − 1 degrees of freedom) unless "
+        "marked bootstrap. Runs with the same seed see the same prompts in the same order and "
+        "the same held-out problems, so differences between variants are paired by seed.",
+        "Bootstrap intervals are 95% percentile intervals over resamples of the seeds with "
+        f"replacement (exact up to {stats.EXACT_MAX_N} seeds, else {stats.RESAMPLES:,} seeded "
+        "draws; docs/ALGORITHMS.md §10); at 2 or 3 seeds they run from the smallest to the "
+        "largest value a resample gives, and understate the uncertainty.",
     ]
     lines += _config_notes(groups)
     return "\n".join(lines)
@@ -172,7 +178,7 @@ def _accuracy_section(groups: Mapping[str, Sequence[Run]]) -> str:
     if not any(final_accuracy(run) is not None for runs in groups.values() for run in runs):
         return f"{title}\n\nNo held-out accuracy in these runs (set `eval_num_problems`)."
     levels = [panel.keys[0] for panel in level_panels(groups)]
-    header = ["variant", "seeds", "before", "after", "gain (paired)"]
+    header = ["variant", "seeds", "before", "after", "after, IQM (bootstrap)", "gain (paired)"]
     header += [f"level {LEVEL_KEY.match(key).group(1)}" for key in levels]
     rows = []
     for name, runs in groups.items():
@@ -181,12 +187,15 @@ def _accuracy_section(groups: Mapping[str, Sequence[Run]]) -> str:
             str(len(runs)),
             fmt(summarise(runs, initial_accuracy)),
             fmt(summarise(runs, final_accuracy)),
+            fmt(stats.iqm(list(by_seed(runs, final_accuracy).values()))),
             fmt(summarise(runs, gain), signed=True),
         ]
         rows.append(row + [fmt(summarise(runs, last_value(key))) for key in levels])
     note = (
         "Before / after: each run's `held_out_accuracy_before` / `_after` (summary.json), else "
-        "its first (step 0) / last `eval/accuracy`; gain: after - before, paired within a run."
+        "its first (step 0) / last `eval/accuracy`; gain: after - before, paired within a run. "
+        "IQM: the interquartile mean of the runs' final accuracy (the mean after cutting "
+        "floor(n/4) runs from each end, so the plain mean below 4 seeds)."
     )
     if levels:
         note += " Levels: the last logged `eval/accuracy/level_<L>` of each run."
@@ -210,14 +219,31 @@ def _paired_section(groups: Mapping[str, Sequence[Run]], baseline: str) -> str:
                 name,
                 str(diff.n),
                 fmt(diff, signed=True),
+                fmt(stats.paired_bootstrap(values, base), signed=True),
                 f"{better}/{diff.n}",
+                fmt(stats.probability_of_improvement(values, base)),
                 _reading(diff, baseline),
             ]
         )
     if not rows:
         return ""
-    header = ["variant", "seeds paired", f"minus {baseline}", "seeds better", "reading"]
-    return f"{title}\n\n{table(header, rows)}"
+    header = [
+        "variant",
+        "seeds paired",
+        f"minus {baseline}",
+        f"minus {baseline} (bootstrap)",
+        "seeds better",
+        f"P(variant > {baseline}) (bootstrap)",
+        "reading",
+    ]
+    note = (
+        f"Minus {baseline}: the mean over seeds of the per-seed difference, with its Student-t "
+        "interval (the reading follows it) and with a percentile bootstrap interval. P(variant > "
+        f"{baseline}): the probability of improvement, the fraction of all (variant seed, "
+        f"{baseline} seed) pairs of runs in which the variant's accuracy is higher, ties "
+        "counting 1/2; seeds better counts the paired seeds only."
+    )
+    return f"{title}\n\n{table(header, rows)}\n\n{note}"
 
 
 def _reading(diff: stats.Interval, baseline: str) -> str:

@@ -81,12 +81,32 @@ def test_report_numbers_from_fixtures(tmp_path, make_run, records):
     )
     text = render_report(groups, {}, tmp_path / "report.md", baseline="grpo", target=0.65)
     # aapo after: 0.6, 0.7, 0.8: mean 0.7, s = 0.1, se = 0.057735, half = 4.302653·se = 0.248414
-    row = "| aapo | 3 | 0.500 [0.500, 0.500] | 0.700 [0.452, 0.948] | +0.200 [-0.048, +0.448]"
+    # IQM of 3 runs cuts none: 0.7; its bootstrap over 3 seeds spans the resample means,
+    # 0.6 (seed 1 thrice) to 0.8 (seed 3 thrice)
+    row = (
+        "| aapo | 3 | 0.500 [0.500, 0.500] | 0.700 [0.452, 0.948] | 0.700 [0.600, 0.800] "
+        "| +0.200 [-0.048, +0.448]"
+    )
     assert row in text
-    # paired to grpo: 0.1, 0.1, -0.1 → +0.033 [-0.254, +0.320] (worked in test_compare_stats)
-    assert "| aapo | 3 | +0.033 [-0.254, +0.320] | 2/3 | no clear difference at 3 seeds" in text
+    # paired to grpo: 0.1, 0.1, -0.1 → +0.033 [-0.254, +0.320] (worked in test_compare_stats);
+    # bootstrap over 3 seeds: [-0.1, +0.1], the smallest and largest difference
+    # P(aapo > grpo): aapo 0.6, 0.7, 0.8 against grpo 0.5, 0.6, 0.9:
+    # 0.6 wins 1, ties 1, loses 1 → 1.5; 0.7 and 0.8 win 2 each → 5.5 / 9 = 0.611;
+    # one seed thrice gives 1 (seeds 1, 2) or 0 (seed 3) → [0, 1]
+    assert (
+        "| aapo | 3 | +0.033 [-0.254, +0.320] | +0.033 [-0.100, +0.100] | 2/3 "
+        "| 0.611 [0.000, 1.000] | no clear difference at 3 seeds" in text
+    )
     # aapo_noclip - grpo: 0.05, 0.05, 0.05 → zero spread, interval [0.05, 0.05] above zero
-    assert "| aapo_noclip | 3 | +0.050 [+0.050, +0.050] | 3/3 | higher than grpo |" in text
+    # P: 0.55, 0.65, 0.95 against 0.5, 0.6, 0.9 win 1 + 2 + 3 = 6 of 9 pairs = 0.667; a
+    # resample with some seed twice wins 7/9 and one seed thrice 1, so 6/9 is the least,
+    # with P(all three seeds drawn) = 3!/27 = 0.222 > 0.025 → [0.667, 1.000]
+    assert (
+        "| aapo_noclip | 3 | +0.050 [+0.050, +0.050] | +0.050 [+0.050, +0.050] | 3/3 "
+        "| 0.667 [0.667, 1.000] | higher than grpo |" in text
+    )
+    assert "## Paired difference to grpo" in text and "| P(variant > grpo) (bootstrap) |" in text
+    assert "Bootstrap intervals are 95% percentile intervals" in text
     # levels: the last logged level_1 value of every run is 1.0
     assert "level 1" in text and "1.000 [1.000, 1.000]" in text
     # steps to reach 0.65: eval at steps 0 and 4 only; aapo's seeds 2, 3 reach it at step 4
