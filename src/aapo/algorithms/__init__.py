@@ -22,6 +22,7 @@ from .losses import (
     aggregate_loss,
     clipped_surrogate_loss,
     k3_kl,
+    truncated_importance_weights,
     weighted_nll_loss,
 )
 from .registry import (
@@ -68,5 +69,6 @@ __all__ = [
     "register_advantage",
     "register_algorithm",
     "register_policy_loss",
+    "truncated_importance_weights",
     "weighted_nll_loss",
 ]

@@ -119,6 +119,24 @@ def clipped_policy_loss(
     return clipped_surrogate_loss(logps, old_logps, advantages, epsilon_low, epsilon_high)
 
 
+def truncated_importance_weights(
+    train_logps: Tensor, engine_logps: Tensor, cap: float
+) -> tuple[Tensor, Tensor]:
+    """Per-token weights min(π_train / π_engine, cap) = min(exp(train − engine), cap), detached,
+    and where the cap acted (`[n, T]` each).
+
+    Tokens sampled by an inference engine come from π_engine, not the π_train the loss assumes;
+    weighting each token's loss by this ratio corrects the expectation, and the cap bounds the
+    variance a rare token could add (truncated importance sampling; docs/ALGORITHMS.md §11).
+    The weight multiplies any policy loss, the plain NLL of AAPO and GPG included.
+    """
+    if not cap >= 1:
+        raise ValueError(f"the importance-weight cap must be >= 1, got {cap}")
+    _check_same_shape(train_logps=train_logps, engine_logps=engine_logps)
+    ratio = torch.exp((train_logps - engine_logps).detach())
+    return ratio.clamp(max=cap), ratio > cap
+
+
 def _check_count(name: str, value: float | Tensor, minimum: int) -> None:
     if isinstance(value, Tensor):
         if value.numel() != 1:

@@ -54,7 +54,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -349,20 +349,24 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ weights
 
-    def sync_weights(self, model: torch.nn.Module) -> float:
-        """Copy `model`'s weights into the engine in place and drop its prefix cache (KV blocks
-        computed with the old weights); returns the seconds it took (`last_sync_seconds`).
+    def sync_weights(self, model: torch.nn.Module | Mapping[str, torch.Tensor]) -> float:
+        """Copy `model`'s weights (a module, or a full state dict by name) into the engine in
+        place and drop its prefix cache (KV blocks computed with the old weights); returns the
+        seconds it took (`last_sync_seconds`).
 
         Every parameter goes, under each of its names: with tied embeddings `lm_head.weight` is
         sent beside `embed_tokens.weight`, or vLLM's output layer keeps the old values. A DDP
         wrapper's `module` is unwrapped; PEFT models are refused (merge the adapter first)."""
-        base = getattr(model, "module", model)
-        if hasattr(base, "peft_config"):
-            raise TypeError("sync_weights takes a plain model: merge the LoRA adapter first")
         start = time.perf_counter()
-        weights = {name: value.detach() for name, value in base.state_dict().items()}
-        for name, param in base.named_parameters(remove_duplicate=False):
-            weights.setdefault(name, param.detach())  # tied names a state_dict may leave out
+        if isinstance(model, Mapping):
+            weights = {name: value.detach() for name, value in model.items()}
+        else:
+            base = getattr(model, "module", model)
+            if hasattr(base, "peft_config"):
+                raise TypeError("sync_weights takes a plain model: merge the LoRA adapter first")
+            weights = {name: value.detach() for name, value in base.state_dict().items()}
+            for name, param in base.named_parameters(remove_duplicate=False):
+                weights.setdefault(name, param.detach())  # tied names a state_dict may leave out
         runner = self._model_runner()
         with torch.no_grad(), torch_threads(self.num_threads):
             runner.reload_weights(weights_iterator=iter(weights.items()))

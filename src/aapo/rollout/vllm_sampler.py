@@ -10,7 +10,8 @@ built, so aapo installs and runs without it (`pip install 'aapo[vllm]'` or `'aap
 Seeding: vLLM does not read torch's RNG. `set_seed(s)` makes the next `generate` use seed s:
 request i gets s + i·n, its j-th completion s + i·n + j (`request_seeds`), so a caller that
 reseeds per batch (the evaluation harness does) gets repeatable batches; a call without a set
-seed takes the next seed of the engine's stream (from the constructor's `seed`). Left out:
+seed draws one from torch's global RNG, as the other samplers sample from it, so a training
+run's samples follow its seed and its checkpointed RNG. Left out:
 syncing weights (the engine does it: `VLLMEngine.sync_weights`), LoRA adapters, and multi-node
 setups beyond what `llm_options` passes to vLLM.
 """
@@ -18,6 +19,8 @@ setups beyond what `llm_options` passes to vLLM.
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from aapo.rollout.sampler import Sample, SamplingParams
 from aapo.rollout.vllm_engine import INSTALL_HINT, VLLMEngine, import_vllm
@@ -40,5 +43,10 @@ class VLLMSampler:
         self._next_seed = seed
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Sample]]:
+        """Seeded by `set_seed`, else by a draw from torch's RNG, so a training run's samples
+        follow its seed and a resumed run (torch's RNG restored) samples as the first did."""
         seed, self._next_seed = self._next_seed, None
+        if seed is None:
+            room = 2**31 - len(prompts) * params.n  # request seeds stay below 2**31
+            seed = int(torch.randint(0, max(room, 1), (1,)).item())
         return self.engine.generate(prompts, params, seed=seed)

@@ -195,9 +195,11 @@ def reference_source(config: TrainConfig, estimator: AdvantageEstimator) -> Refe
 
 
 def build_frozen_model(config: TrainConfig, policy: Any, sampled: bool) -> Any | None:
-    """A frozen copy of the initial weights when the reference is sampled or the KL term
-    needs it; None under LoRA, where the reference is the adapter-disabled base."""
-    if config.use_peft or not (sampled or config.beta > 0):
+    """A frozen copy of the initial weights when the reference is sampled from it or the KL
+    term needs it; None under LoRA, where the reference is the adapter-disabled base, and when
+    a vLLM engine samples the reference without a KL term."""
+    sampled_here = sampled and config.sampler != "vllm"
+    if config.use_peft or not (sampled_here or config.beta > 0):
         return None
     return frozen_copy(policy)
 
@@ -296,6 +298,11 @@ def loss_settings(config: TrainConfig, algorithm: Algorithm) -> LossSettings:
         max_grad_norm=config.max_grad_norm,
         share_prompts=shares_prompts(config),
         uses_ratio=policy_loss_uses_ratio(algorithm.policy_loss),
+        is_cap=(
+            config.vllm_importance_sampling_cap
+            if config.vllm_importance_sampling_correction
+            else None
+        ),
     )
 
 
@@ -306,13 +313,61 @@ def shares_prompts(config: TrainConfig) -> bool:
     return not config.gradient_checkpointing
 
 
-def build_reference_sampler(
-    config: TrainConfig, policy_sampler: Sampler, policy: Any, reference_model: Any, tokenizer: Any
+def build_policy_sampler(
+    config: TrainConfig, policy: Any, tokenizer: Any, model_path: str, accelerator: Any
 ) -> Sampler:
-    """Samples of π_ref: the frozen copy, or the policy with its LoRA adapters disabled."""
+    """The policy's sampler: over the live model, or (sampler vllm) an engine loaded from the
+    same weights, which `build_engine_sync` keeps in step."""
+    if config.sampler != "vllm":
+        return build_sampler(config, policy, tokenizer)
+    from aapo.training import rollout_engine
+
+    seed = config.seed + accelerator.process_index  # distinct streams per process
+    return rollout_engine.engine_sampler(
+        config, model_path, accelerator.device.type, seed, _engine_sequences(config)
+    )
+
+
+def build_engine_sync(
+    config: TrainConfig, sampler: Sampler, model: Any, scheduler: Any, accelerator: Any
+) -> Callable[[], float] | None:
+    """What keeps the policy's engine on the trained weights; None for live-model samplers
+    (and for an injected sampler with no engine)."""
+    engine = getattr(sampler, "engine", None)
+    if config.sampler != "vllm" or engine is None:
+        return None
+    from aapo.training.rollout_engine import EngineSync
+
+    return EngineSync(engine, model, scheduler, accelerator)
+
+
+def build_reference_sampler(
+    config: TrainConfig,
+    policy_sampler: Sampler,
+    policy: Any,
+    reference_model: Any,
+    tokenizer: Any,
+    model_path: str,
+    accelerator: Any,
+) -> Sampler:
+    """Samples of π_ref: the frozen copy, the policy with its LoRA adapters disabled, or
+    (sampler vllm) a second engine on the initial weights that is never synced."""
+    if config.sampler == "vllm":
+        from aapo.training import rollout_engine
+
+        seed = config.seed + accelerator.num_processes + accelerator.process_index
+        return rollout_engine.engine_sampler(
+            config, model_path, accelerator.device.type, seed, _engine_sequences(config)
+        )
     if config.use_peft:
         return AdapterDisabledSampler(policy_sampler, policy)
     return build_sampler(config, reference_model, tokenizer)
+
+
+def _engine_sequences(config: TrainConfig) -> int:
+    """Sequences an engine decodes at once: a process's generation batch, all its groups."""
+    layout = config.batch_layout()
+    return layout.generation_prompts_per_process * config.num_generations
 
 
 def build_reference_logprobs(

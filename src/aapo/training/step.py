@@ -63,6 +63,9 @@ class StepParts:
     scheduler: Any
     accelerator: Any
     pad_id: int
+    # pushes the policy's weights into its rollout engine when they changed (sampler vllm);
+    # returns the seconds it took. None: the sampler reads the live model
+    sync_weights: Callable[[], float] | None
     sampling: SamplingParams  # G, temperature, top_p, max_completion_length
     estimator: str  # the advantage estimator's registered name
     loss: LossSettings
@@ -83,6 +86,7 @@ def train_round(
     """Run one generation batch on this process's prompts `rows`; yield each optimizer
     step's output as soon as the step is taken."""
     cfg, acc = parts.config, parts.accelerator
+    synced = {"time/weight_sync": parts.sync_weights()} if parts.sync_weights else {}
     batch = collect(  # 1, 2, 3
         rows,
         draw_more,
@@ -112,7 +116,7 @@ def train_round(
         if cfg.log_completions
         else None
     )
-    for metrics in _updates(parts, batch, advantages, {**rollout, **batch.metrics}):
+    for metrics in _updates(parts, batch, advantages, {**rollout, **synced, **batch.metrics}):
         yield StepOutput(metrics, table)
 
 
@@ -136,9 +140,11 @@ def _updates(
             shared=settings.share_prompts,
         )
         off_policy = cfg.num_iterations > 1 or len(batches) > per_step
+        # π_old is read by a ratio loss, and by the engine comparison of engine samples
+        reads_old = settings.uses_ratio or any(mb.engine_logps is not None for mb in batches)
         fill_fixed_logprobs(
             batches,
-            policy=parts.model if off_policy and settings.uses_ratio else None,
+            policy=parts.model if off_policy and reads_old else None,
             reference_logprobs=parts.reference_logprobs if cfg.beta > 0 else None,
             temperature=cfg.temperature,
         )

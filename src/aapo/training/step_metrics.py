@@ -94,6 +94,7 @@ def update_metrics(update: UpdateResult, scheduler: Any) -> dict[str, float]:
         out["kl"] = update.kl
     for key, value in update.clip_fractions.items():
         out[CLIP_METRIC_NAMES.get(key, f"clip_ratio/{key}")] = value
+    out.update(update.engine)  # vllm/*: engine samples only
     return out
 
 

@@ -97,6 +97,10 @@ class Trainer:
         acc = self.accelerator
         with acc.main_process_first():  # smollm2-135m converts once, not once per process
             model_path = resolve_model_path(config.model_name_or_path)
+        if config.sampler == "vllm":  # what the engine cannot do is refused before any load
+            from aapo.training.rollout_engine import check_vllm_options
+
+            check_vllm_options(config, model_path, acc.device.type)
         self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
 
@@ -116,8 +120,8 @@ class Trainer:
         self.scheduler = builders.build_scheduler(config, self.optimizer, self.total_steps)
 
         policy = acc.unwrap_model(self.model)
-        self.policy_sampler = policy_sampler or builders.build_sampler(
-            config, policy, self.tokenizer
+        self.policy_sampler = policy_sampler or builders.build_policy_sampler(
+            config, policy, self.tokenizer, model_path, acc
         )
         reference = builders.build_reference(
             source,
@@ -126,7 +130,13 @@ class Trainer:
             sampler=lambda: (
                 reference_sampler
                 or builders.build_reference_sampler(
-                    config, self.policy_sampler, policy, self.reference_model, self.tokenizer
+                    config,
+                    self.policy_sampler,
+                    policy,
+                    self.reference_model,
+                    self.tokenizer,
+                    model_path,
+                    acc,
                 )
             ),
         )
@@ -143,6 +153,9 @@ class Trainer:
             scheduler=self.scheduler,
             accelerator=deepspeed_engine.DeepSpeedSteps(acc) if self.deepspeed else acc,
             pad_id=self.tokenizer.pad_token_id,
+            sync_weights=builders.build_engine_sync(
+                config, self.policy_sampler, self.model, self.scheduler, acc
+            ),
             sampling=builders.sampling_params(config),
             estimator=estimator.name,
             loss=builders.loss_settings(config, self.algorithm),
@@ -284,6 +297,8 @@ class Trainer:
         rows, _ = prepare_rows(
             rows, self.tokenizer, cfg.system_prompt, cfg.prompt_template, cfg.max_prompt_length
         )
+        if self.parts.sync_weights is not None:  # an engine samples: give it the policy's weights
+            self.parts.sync_weights()
         metrics = held_out_metrics(
             self.policy_sampler, rows, cfg.eval_max_new_tokens or cfg.max_completion_length
         )

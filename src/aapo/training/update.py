@@ -7,6 +7,13 @@ not depend on how the step is split into micro-batches or processes. Log-probabi
 not change during the updates on a batch (the sampling policy's, for the ratio when updates are
 off-policy; the reference's, for the KL term) are computed once per generation batch.
 
+Engine log-probs: samples from an inference engine (vLLM) carry the engine's log-prob of each
+token they sampled. Every optimizer step then reports the engine/trainer mismatch
+(`vllm/logprob_gap`, mean |log π_engine − log π_train| over the step's completion tokens, π_train
+being the sampling policy as the trainer computes it at the sampling temperature) and, with
+`is_cap`, weights each token's loss by the truncated importance ratio min(π_train / π_engine,
+cap), detached (docs/ALGORITHMS.md §11), for every policy loss.
+
 Little padding: within one optimizer step's completions (the step's set of rows is fixed, so
 its loss is too), rows are ordered to pad least before the step is cut into micro-batches
 (`bucket_order`), each micro-batch is as wide as its own longest prompt and completion, and
@@ -21,12 +28,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from aapo.algorithms import aggregate_loss, k3_kl
+from aapo.algorithms import aggregate_loss, k3_kl, truncated_importance_weights
 from aapo.rollout import Sample
 from aapo.training.logprobs import Packed, packed_logprobs
 
@@ -40,6 +47,7 @@ class MicroBatch:
     advantages: torch.Tensor  # [n]
     old_logps: torch.Tensor | None = None  # [n, T], the sampling policy's (off-policy updates)
     ref_logps: torch.Tensor | None = None  # [n, T], the reference's (KL term)
+    engine_logps: torch.Tensor | None = None  # [n, T], the sampling engine's (vLLM)
 
     @property
     def num_tokens(self) -> float:
@@ -53,6 +61,7 @@ class UpdateResult:
     num_tokens: int
     kl: float | None
     clip_fractions: dict[str, float]
+    engine: dict[str, float] = field(default_factory=dict)  # vllm/*: the engine mismatch
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class LossSettings:
     max_grad_norm: float
     share_prompts: bool = True  # False: one prompt copy per row (gradient checkpointing)
     uses_ratio: bool = True  # the loss reads π_old (clipped surrogate); False: plain NLL
+    is_cap: float | None = None  # truncated importance weights on engine samples; None: off
 
 
 def micro_batches(
@@ -105,7 +115,31 @@ def micro_batches(
             batch = _packed_rows(prompt_ids, prompt_of, samples, chosen, pad_id)
             keep = [not (mask_truncated and samples[n].truncated) for n in chosen]
             mask = batch.completion_mask * torch.tensor(keep, dtype=torch.float32).unsqueeze(1)
-            out.append(MicroBatch(batch.to(device), mask.to(device), advantages[chosen].to(device)))
+            engine = _engine_logps([samples[n] for n in chosen], mask.shape)
+            out.append(
+                MicroBatch(
+                    batch.to(device),
+                    mask.to(device),
+                    advantages[chosen].to(device),
+                    engine_logps=None if engine is None else engine.to(device),
+                )
+            )
+    return out
+
+
+def _engine_logps(rows: list[Sample], shape: torch.Size) -> torch.Tensor | None:
+    """The engine's log-probs of the rows' tokens, laid out as their completions [n, T]
+    (0 past each end); None unless every row has them."""
+    if any(s.logprobs is None for s in rows):
+        return None
+    out = torch.zeros(shape, dtype=torch.float32)
+    for row, sample in enumerate(rows):
+        if len(sample.logprobs) != len(sample.completion_ids):
+            raise ValueError(
+                f"a sample has {len(sample.logprobs)} engine log-probs for "
+                f"{len(sample.completion_ids)} tokens"
+            )
+        out[row, : len(sample.logprobs)] = torch.tensor(sample.logprobs, dtype=torch.float32)
     return out
 
 
@@ -168,7 +202,8 @@ def fill_fixed_logprobs(
     temperature: float,
 ) -> None:
     """Log-probs that stay fixed during a generation batch's updates, computed once: the
-    sampling policy's (when `policy` is given) and the reference's (when a KL term needs it).
+    sampling policy's (when `policy` is given: a ratio loss, or engine samples, updated
+    off-policy) and the reference's (when a KL term needs it).
     No gradient, so shared prompts are computed once whatever the model's checkpointing."""
     for mb in batches:
         if policy is not None:
@@ -199,36 +234,43 @@ def optimizer_step(
     # DDP averages gradients over processes; each process's loss is already a share of the
     # global sum, so undo that average
     scale = acc.num_processes
-    total_loss, kl_sum, clip_sums = 0.0, 0.0, {}
+    total_loss, kl_sum, clip_sums, engine_sums = 0.0, 0.0, {}, {}
     model.train()
     for index, mb in enumerate(batches):
         last = index == len(batches) - 1
         with contextlib.nullcontext() if last else acc.no_sync(model):
-            loss, kl, masks = _micro_batch_loss(model, mb, settings, num_tokens, num_sequences)
+            loss, kl, masks, engine = _micro_batch_loss(
+                model, mb, settings, num_tokens, num_sequences
+            )
             acc.backward(loss * scale)
         total_loss += loss.item()
         if kl is not None:
             kl_sum += (kl.detach() * mb.mask).sum().item()
         for key, flags in masks.items():
             clip_sums[key] = clip_sums.get(key, 0.0) + (flags.float() * mb.mask).sum().item()
+        for key, values in engine.items():  # where, not multiply: padding may be -inf
+            total = torch.where(mb.mask != 0, values, 0.0).sum().item()
+            engine_sums[key] = engine_sums.get(key, 0.0) + total
 
     grad_norm = _clip_and_step(model, optimizer, scheduler, acc, settings.max_grad_norm)
-    reduced = acc.reduce(
-        torch.tensor([total_loss, kl_sum, *clip_sums.values()], dtype=torch.float64), "sum"
-    ).tolist()
+    sums = [total_loss, kl_sum, *clip_sums.values(), *engine_sums.values()]
+    reduced = acc.reduce(torch.tensor(sums, dtype=torch.float64), "sum").tolist()
     denominator = max(num_tokens, 1.0)
+    clips = reduced[2 : 2 + len(clip_sums)]
+    engines = reduced[2 + len(clip_sums) :]
     return UpdateResult(
         loss=reduced[0],
         grad_norm=grad_norm,
         num_tokens=int(num_tokens),
         kl=reduced[1] / denominator if settings.beta > 0 else None,
-        clip_fractions={k: v / denominator for k, v in zip(clip_sums, reduced[2:], strict=True)},
+        clip_fractions={k: v / denominator for k, v in zip(clip_sums, clips, strict=True)},
+        engine={k: v / denominator for k, v in zip(engine_sums, engines, strict=True)},
     )
 
 
 def _micro_batch_loss(
     model: Any, mb: MicroBatch, settings: LossSettings, num_tokens: float, num_sequences: int
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     batch = mb.batch if settings.share_prompts else mb.batch.unshared()
     logps = packed_logprobs(model, batch, settings.temperature)
     # on-policy (the first update on a batch, no stored old log-probs): ρ = 1 in value
@@ -240,6 +282,14 @@ def _micro_batch_loss(
         epsilon_low=settings.epsilon_low,
         epsilon_high=settings.epsilon_high,
     )
+    engine: dict[str, torch.Tensor] = {}
+    if mb.engine_logps is not None:  # [n, T] per-token sums, counted over the step's tokens
+        engine["vllm/logprob_gap"] = (old - mb.engine_logps).abs()
+        if settings.is_cap is not None:
+            weight, clipped = truncated_importance_weights(old, mb.engine_logps, settings.is_cap)
+            per_token = per_token * weight
+            engine["vllm/is_weight_mean"] = weight
+            engine["vllm/is_clipped_frac"] = clipped.float()
     kl = None
     if settings.beta > 0 and mb.ref_logps is not None:
         kl = k3_kl(logps, mb.ref_logps)
@@ -252,7 +302,7 @@ def _micro_batch_loss(
         num_sequences=num_sequences,
         max_completion_length=settings.max_completion_length,
     )
-    return loss, kl, masks
+    return loss, kl, masks, engine
 
 
 def _clip_and_step(

@@ -58,6 +58,7 @@ def _parts(config, model, sampler, lr=1.0):
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
         accelerator=Accelerator(cpu=True),
         pad_id=0,
+        sync_weights=None,
         sampling=builders.sampling_params(config),
         estimator="grpo",
         loss=builders.loss_settings(config, Algorithm("grpo", "clipped", "token_mean")),
