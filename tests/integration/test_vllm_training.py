@@ -74,9 +74,13 @@ def test_the_policy_engine_follows_training_and_the_reference_engine_never_moves
 
     assert ref_after.completion_ids == ref_before.completion_ids
     assert ref_after.logprobs == pytest.approx(ref_before.logprobs, abs=1e-6)
-    moved = policy_after.completion_ids != policy_before.completion_ids or max(
-        abs(a - b) for a, b in zip(policy_after.logprobs, policy_before.logprobs, strict=True)
-    ) > 1e-2
+    moved = (
+        policy_after.completion_ids != policy_before.completion_ids
+        or max(
+            abs(a - b) for a, b in zip(policy_after.logprobs, policy_before.logprobs, strict=True)
+        )
+        > 1e-2
+    )
     assert moved
     trained = _trainer_logprobs(trainer, prompt[0], policy_after.completion_ids)
     assert torch.tensor(policy_after.logprobs) == pytest.approx(trained, abs=1e-4)
