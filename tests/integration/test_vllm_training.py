@@ -132,7 +132,7 @@ def test_an_architecture_vllm_does_not_serve_is_refused_naming_it(tmp_path, monk
     config["architectures"] = ["NoSuchForCausalLM"]
     (model / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr("aapo.training.builders.load_model", _no_load)
-    with pytest.raises(ConfigError, match="does not serve architecture.*NoSuchForCausalLM"):
+    with pytest.raises(ConfigError, match=r"does not serve architecture.*NoSuchForCausalLM"):
         Trainer(TrainConfig(**RUN, model_name_or_path=str(model), output_dir=str(tmp_path)))
 
 
