@@ -58,11 +58,19 @@ def test_options_reach_the_engine_and_samples_come_back(fake_engine) -> None:
 
 
 def test_set_seed_seeds_the_next_call_only(fake_engine) -> None:
+    """An unseeded call draws its seed from torch's RNG, so a run's seed (and a resumed run's
+    restored RNG) decides it."""
+    import torch
+
     sampler = VLLMSampler("m")
     sampler.set_seed(100)
     sampler.generate([[1], [2]], SamplingParams(temperature=0))
+    torch.manual_seed(7)
     sampler.generate([[1]], SamplingParams())
-    assert [seed for *_, seed in fake_engine.instances[-1].calls] == [100, None]
+    torch.manual_seed(7)
+    sampler.generate([[1]], SamplingParams())
+    seeds = [seed for *_, seed in fake_engine.instances[-1].calls]
+    assert seeds[0] == 100 and seeds[1] == seeds[2] != 100
 
 
 def test_the_vllm_backend_runs_on_cpu_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
