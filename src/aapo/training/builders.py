@@ -37,7 +37,7 @@ from aapo.models import PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import SAMPLERS, Sampler, SamplingParams
-from aapo.training import deepspeed_engine
+from aapo.training import deepspeed_engine, scheduler
 from aapo.training.config import BatchLayout, TrainConfig
 from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
 from aapo.training.reference import CachedReference, Reference, SampledReference
@@ -245,14 +245,13 @@ def build_optimizer(config: TrainConfig, model: Any) -> torch.optim.Optimizer:
 
 
 def build_scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> Any:
-    from transformers import get_scheduler
-
-    return get_scheduler(
+    """The scheduler `TrainConfig` checked (training/scheduler.py), over the run's steps."""
+    return scheduler.build_scheduler(
         config.lr_scheduler_type,
+        config.lr_scheduler_kwargs,
         optimizer,
-        num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-        scheduler_specific_kwargs=config.lr_scheduler_kwargs or None,
+        config.warmup_ratio,
+        total_steps,
     )
 
 

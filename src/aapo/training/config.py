@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aapo.algorithms import AGGREGATION_MODES, GPG_NORMS, SCALE_REWARDS
+from aapo.data.prompts import resolve_user_template
 from aapo.models import DTYPES
 from aapo.rollout import SAMPLERS
+from aapo.training.scheduler import check_scheduler
 
 # closed choices, written once in the modules that implement them
 ScaleRewards = Literal[SCALE_REWARDS]
@@ -80,6 +82,9 @@ POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 AT_LEAST_ONE = Range(1)
 FRACTION = Range(0, 1)
+# a token count: above any model's context, so a typo (1e12) is refused before anything is
+# sized from it; the model's own context length is checked before its weights load
+TOKENS = Range(1, 2**20, why="(tokens)")
 
 
 # where things are written or shown, the held-out check: no effect on the reference or the
@@ -187,9 +192,13 @@ class TrainConfig:
     max_prompt_length: int = _doc(
         512,
         "Prompts longer than this (in tokens) are skipped at load time, counted.",
-        range=AT_LEAST_ONE,
+        range=TOKENS,
     )
-    max_completion_length: int = _doc(64, "New-token cap per completion.", range=AT_LEAST_ONE)
+    max_completion_length: int = _doc(
+        64,
+        "New-token cap per completion; a prompt plus this must fit the model's context.",
+        range=TOKENS,
+    )
     temperature: float = _doc(
         1.0,
         "Sampling temperature for policy and reference; the loss uses logits / T too.",
@@ -457,7 +466,7 @@ class TrainConfig:
         None,
         "Token cap for that check; null = max_completion_length.",
         **BOOKKEEPING,
-        range=AT_LEAST_ONE,
+        range=TOKENS,
     )
 
     def __post_init__(self) -> None:
@@ -470,14 +479,29 @@ class TrainConfig:
                 f"{layout.steps_per_generation_batch} optimizer steps one generation batch "
                 "feeds (checkpoints are taken between generation batches)"
             )
+        if self.dataset_name == "synthetic" and self.dataset_size < layout.generation_prompts:
+            micro = self.steps_per_generation or self.gradient_accumulation_steps
+            raise ValueError(
+                f"dataset_size = {self.dataset_size} problems is fewer than the "
+                f"{layout.generation_prompts} prompts one generation batch draws "
+                f"(per_device_train_batch_size {self.per_device_train_batch_size} x "
+                f"steps_per_generation {micro} / num_generations {self.num_generations})"
+            )
         self._check_rewards()
+        resolve_user_template(self.prompt_template)  # a missing {problem}, a stray brace
         if self.delta_low > self.delta_high:
             raise ValueError(
                 f"delta_low ({self.delta_low}) must be <= delta_high ({self.delta_high})"
             )
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise ValueError("set max_steps > 0, or max_steps -1 with num_train_epochs > 0")
-        _check_scheduler(self.lr_scheduler_type)
+        check_scheduler(
+            self.lr_scheduler_type,
+            self.lr_scheduler_kwargs,
+            self.learning_rate,
+            self.warmup_ratio,
+            self.max_steps if self.max_steps > 0 else None,  # None: a stand-in length
+        )
 
     def _check_ranges(self) -> None:
         """Every numeric option inside the range its declaration names, with its value."""
@@ -579,11 +603,3 @@ def _literal_values(hint: Any) -> tuple | None:
         if typing.get_origin(arg) is Literal:
             return typing.get_args(arg)
     return None
-
-
-def _check_scheduler(name: str) -> None:
-    from transformers.trainer_utils import SchedulerType
-
-    allowed = [kind.value for kind in SchedulerType]
-    if name not in allowed:
-        raise ValueError(f"lr_scheduler_type must be one of {allowed}, got {name!r}")

@@ -90,3 +90,62 @@ def test_bad_options_are_refused_when_the_config_is_built(args, message):
     """Each of these used to fail late (after the model loaded) or never."""
     with pytest.raises(ConfigError, match=message):
         load_config(TrainConfig, "default", args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max_completion_length", "1000000000000"],
+         r"max_completion_length must be in \[1, 1048576\] \(tokens\), got 1000000000000"),
+        (["--max_prompt_length", "0"], r"max_prompt_length must be in \[1, 1048576\]"),
+        (["--prompt_template", "Solve this:"], "neither a known name .* nor a template"),
+        (["--prompt_template", "Solve {problem} in {lang}"], r"uses \{lang\}; its only field"),
+        (["--prompt_template", "{} {problem}"], r"uses \{\}; its only field"),
+        (["--prompt_template", "Solve {problem"], "not a valid template: expected '}'"),
+        (["--prompt_template", "Solve {problem} }"], "not a valid template: Single '}'"),
+        (["--prompt_template", "{problem:{width}}"], "cannot be filled in: KeyError"),
+        (["--dataset_size", "7"],
+         r"dataset_size = 7 problems is fewer than the 8 prompts one generation batch draws"),
+        (["--lr_scheduler_kwargs", "{min_lr_rate: 0.1}"],
+         r"\['min_lr_rate'\] are not options of lr_scheduler_type 'constant' \(it takes none\)"),
+        (["--lr_scheduler_type", "cosine", "--lr_scheduler_kwargs", "{min_lr_rate: 0.1}"],
+         r"not options of lr_scheduler_type 'cosine' \(it takes \['num_cycles'\]\)"),
+        (["--lr_scheduler_type", "warmup_stable_decay"],
+         r"'warmup_stable_decay' needs lr_scheduler_kwargs \['num_decay_steps'\]"),
+        (["--lr_scheduler_type", "cosine_with_min_lr"], "One of min_lr or min_lr_rate"),
+        (["--lr_scheduler_type", "cosine_with_min_lr", "--lr_scheduler_kwargs",
+          "{min_lr_rate: abc}"], "'cosine_with_min_lr' with lr_scheduler_kwargs"),
+        (["--lr_scheduler_type", "cosine_with_min_lr", "--lr_scheduler_kwargs",
+          "{min_lr: 1e-6}"], r"\['min_lr'\] arrived as text: YAML reads 1e-6 as text"),
+        (["--lr_scheduler_type", "polynomial", "--lr_scheduler_kwargs", "{lr_end: 0.001}"],
+         r"lr_end \(0.001\) must be smaller than initial lr \(0.0001\)"),
+        (["--lr_scheduler_type", "reduce_lr_on_plateau"], "steps on a metric"),
+        (["--lr_scheduler_type", "linear", "--lr_scheduler_kwargs", "{num_training_steps: 5}"],
+         r"sets \['num_training_steps'\], which aapo sets itself"),
+    ],
+)  # fmt: skip
+def test_checks_that_need_no_model_refuse_when_the_config_is_built(args, message):
+    """Each of these was accepted here and failed after the model loaded, or never."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, "default", args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--prompt_template", "Answer in {{braces}}: {problem!s}"],
+        ["--prompt_template", "eval_math", "--dataset_size", "8"],
+        ["--lr_scheduler_type", "cosine_with_min_lr", "--lr_scheduler_kwargs", "{min_lr: 1.0e-6}"],
+        ["--lr_scheduler_type", "warmup_stable_decay", "--lr_scheduler_kwargs",
+         "{num_decay_steps: 500}"],
+    ],
+)  # fmt: skip
+def test_what_those_checks_must_still_accept(args):
+    load_config(TrainConfig, "default", args)
+
+
+def test_eval_prompt_template_is_checked_when_the_config_is_built():
+    from aapo.evaluation import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"uses \{lang\}"):
+        load_config(EvalConfig, None, ["--prompt_template", "{problem} in {lang}"])
