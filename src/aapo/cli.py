@@ -23,6 +23,7 @@ import sys
 from aapo import __version__
 from aapo.config import ConfigError, load_config, recipe_names
 from aapo.data.datasets import DatasetError
+from aapo.model_sources import ModelError
 
 
 def _fields_help(cls: type) -> str:
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     except (
         ConfigError,
         DatasetError,
+        ModelError,
         FileNotFoundError,
         CheckpointError,
         RewardWorkerError,

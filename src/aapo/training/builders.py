@@ -33,7 +33,7 @@ from aapo.algorithms import (
 from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
-from aapo.models import PrecisionPlan, load_model
+from aapo.models import ModelInfo, PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import SAMPLERS, Sampler, SamplingParams
@@ -151,6 +151,7 @@ class TrainData:
 
 
 def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
+    """The prompts, encoded; refused (ConfigError) when they do not fill one generation batch."""
     rows = load_problems(
         config.dataset_name, config.dataset_split, config.seed, config.dataset_size
     )
@@ -159,9 +160,13 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
     )
     batches_per_epoch = len(prepared) // layout.generation_prompts
     if batches_per_epoch == 0:
-        raise ValueError(
-            f"{len(prepared)} usable prompts is fewer than one generation batch's "
-            f"{layout.generation_prompts}"
+        skipped_note = f" ({skipped} longer than max_prompt_length skipped)" if skipped else ""
+        raise ConfigError(
+            f"{len(prepared)} usable prompts{skipped_note} is fewer than the "
+            f"{layout.generation_prompts} one generation batch draws over "
+            f"{layout.generation_prompts // layout.generation_prompts_per_process} processes: "
+            "use more data or a smaller batch (per_device_train_batch_size, "
+            "steps_per_generation)"
         )
     steps_per_epoch = batches_per_epoch * layout.steps_per_generation_batch
     total = (
@@ -170,6 +175,32 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
         else math.ceil(config.num_train_epochs * steps_per_epoch)
     )
     return TrainData(prepared, skipped, steps_per_epoch, total)
+
+
+def check_context(config: TrainConfig, data: TrainData, model: ModelInfo) -> None:
+    """The longest prompt plus the completion cap must fit the model's positions (config.json's
+    max_position_embeddings): refused before the weights load, not as an index error or a
+    buffer sized past them during the first generation batch."""
+    if model.max_positions is None:
+        return
+    longest = max(data.rows, key=lambda row: len(row.prompt_ids))
+    prompt, positions = len(longest.prompt_ids), model.max_positions
+    name, completion = "max_completion_length", config.max_completion_length
+    if config.eval_num_problems and (config.eval_max_new_tokens or 0) > completion:
+        name, completion = "eval_max_new_tokens", config.eval_max_new_tokens
+    if prompt + completion <= positions:
+        return
+    fixes = [f"lower {name} to at most {positions - prompt}"] if prompt < positions else []
+    if completion < positions:
+        fixes.append(
+            f"max_prompt_length to at most {positions - completion} (longer prompts are skipped)"
+        )
+    fix = ", or ".join(fixes) if fixes else f"lower {name} below {positions}"
+    raise ConfigError(
+        f"the longest prompt ({prompt} tokens, {longest.source}) plus {name} {completion} is "
+        f"{prompt + completion} tokens, beyond the {positions} positions of model "
+        f"{config.model_name_or_path!r} (max_position_embeddings in config.json): {fix}"
+    )
 
 
 def build_policy(config: TrainConfig, model_path: str, dtype: torch.dtype, device: Any) -> Any:

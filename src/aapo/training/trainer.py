@@ -27,9 +27,9 @@ from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
 from aapo.models import (
+    inspect_model,
     load_tokenizer,
     precision_plan,
-    resolve_model_path,
     save_pretrained_as,
     training_device,
 )
@@ -96,9 +96,11 @@ class Trainer:
     ) -> None:
         acc = self.accelerator
         with acc.main_process_first():  # smollm2-135m converts once, not once per process
-            model_path = resolve_model_path(config.model_name_or_path)
+            self.model_info = inspect_model(config.model_name_or_path)  # config.json only
+        model_path = self.model_info.path
         self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
+        builders.check_context(config, self.data, self.model_info)
 
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)

@@ -1,6 +1,8 @@
 """The trainer's named builders: options flow to estimators by signature, defaults fill unset
 options, and bad rewards fail before any model loads."""
 
+import json
+
 import pytest
 
 from aapo.algorithms import AdvantageResult, get_advantage, register_advantage
@@ -125,3 +127,50 @@ def test_estimator_receives_gain_in_a_real_step(tmp_path):
     )
     trainer.train()
     assert RECEIVED == [7.0]
+
+
+@pytest.fixture
+def weights_must_not_load(monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the check")
+
+    monkeypatch.setattr(builders, "load_model", must_not_load)
+
+
+def _small_jsonl(tmp_path, rows: int):
+    path = tmp_path / "small.jsonl"
+    lines = [json.dumps({"problem": f"{i} + 1", "answer": str(i + 1)}) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_completion_length": 100000},
+         r"longest prompt \(\d+ tokens, row \d+\) plus max_completion_length 100000 is \d+ tokens, "
+         r"beyond the 512 positions of model 'bundled' \(max_position_embeddings in config.json\)"
+         r": lower max_completion_length to at most \d+$"),
+        ({"max_completion_length": 500},
+         r"lower max_completion_length to at most \d+, or max_prompt_length to at most 12 "),
+        ({"eval_num_problems": 4, "eval_max_new_tokens": 600},
+         r"plus eval_max_new_tokens 600 is \d+ tokens"),
+        ({"max_prompt_length": 3},
+         r"every prompt is longer than max_prompt_length=3 tokens \(the shortest has \d+"),
+        ({"dataset_name": "SMALL"},
+         r"3 usable prompts is fewer than the 8 one generation batch draws over 1 processes"),
+    ],
+)  # fmt: skip
+def test_checks_on_config_json_and_the_prompts_run_before_the_weights_load(
+    tmp_path, weights_must_not_load, overrides, message
+):
+    """Each was found after the weights loaded (or during the first generation), or was a
+    bare ValueError: a traceback from the CLI."""
+    from aapo.config import ConfigError
+    from aapo.training.trainer import Trainer
+
+    if overrides.get("dataset_name") == "SMALL":
+        overrides = {"dataset_name": _small_jsonl(tmp_path, 3)}
+    config = TrainConfig(output_dir=str(tmp_path / "run"), report_to=[], **overrides)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config)
