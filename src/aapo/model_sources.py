@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class ModelInfo:
     model_type: str
     max_positions: int | None  # the context length config.json declares; None: none declared
     weights_bytes: int | None  # size of the weight files on disk; None: not local
+    parameters: int | None = None  # counted from safetensors headers; None: not local/readable
 
 
 def locate(name: str) -> str:
@@ -135,12 +137,32 @@ def inspect(path: str, name: str) -> ModelInfo:
     config = _auto_config(path, name, raw)
     model_type = getattr(config, "model_type", "") or ""
     positions = getattr(config, "max_position_embeddings", None)
-    weights = None
+    weights = parameters = None
     if Path(path).is_dir():
         weights = sum(f.stat().st_size for f in Path(path).iterdir()
                       if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))  # fmt: skip
+        parameters = safetensors_parameters(Path(path))
     positions = positions if isinstance(positions, int) and positions > 0 else None
-    return ModelInfo(path, model_type, positions, weights)
+    return ModelInfo(path, model_type, positions, weights, parameters)
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """Parameters stored in the folder's safetensors files, read from their headers (an
+    8-byte length, then JSON with each tensor's shape); None without such files or when one
+    cannot be read (loading reports that)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    try:
+        for file in files:
+            with file.open("rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+            total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return total
 
 
 def _raw_config(path: str, name: str) -> dict[str, Any]:

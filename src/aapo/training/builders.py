@@ -13,12 +13,16 @@ Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import logging
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -201,6 +205,75 @@ def check_context(config: TrainConfig, data: TrainData, model: ModelInfo) -> Non
         f"{prompt + completion} tokens, beyond the {positions} positions of model "
         f"{config.model_name_or_path!r} (max_position_embeddings in config.json): {fix}"
     )
+
+
+def check_output_dir(
+    config: TrainConfig, model: ModelInfo, total_steps: int, save_dtype: torch.dtype
+) -> None:
+    """`output_dir` can be created and written, and its disk has room for what the run writes
+    there (`output_bytes`): refused now with what to do, not after the weights have loaded
+    or at the first checkpoint. Creates the directory (the run would)."""
+    path = Path(config.output_dir)
+    check_writable_dir(path, "output_dir")
+    needed, parts = output_bytes(config, model, total_steps, save_dtype)
+    free = shutil.disk_usage(path).free
+    if needed > free:
+        raise ConfigError(
+            f"output_dir {str(path)!r} has {_size(free)} free on its disk, but this run writes "
+            f"about {_size(needed)} there ({parts}): free space, choose another output_dir, "
+            "or keep fewer checkpoints (save_total_limit, save_steps)"
+        )
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """The directory the option `option` names exists or can be made, and a file can be
+    written and synced in it (a full disk and a read-only mount fail here, whoever runs)."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {str(existing)!r}, a file"
+        raise ConfigError(f"{option} {str(path)!r} {where}: choose a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".aapo-write-test-") as probe:
+            probe.write(b"aapo")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        why = "its disk is full" if err.errno == errno.ENOSPC else "it is not writable"
+        raise ConfigError(
+            f"{option} {str(path)!r} cannot be used: {why} ({err.strerror or err}): choose "
+            f"another {option}"
+        ) from err
+
+
+def output_bytes(
+    config: TrainConfig, model: ModelInfo, total_steps: int, save_dtype: torch.dtype
+) -> tuple[int, str]:
+    """About how many bytes the run writes into output_dir at its peak, and of what: the
+    final model in its saved dtype, and with `save_steps` the checkpoints kept at once
+    (float32 weights and AdamW's two moments, 12 bytes a parameter), one more while the
+    oldest is rotated out. Parameters from the safetensors headers, else the weight files'
+    size; 0 under LoRA (adapters are small) or when neither is known (a hub id)."""
+    if config.use_peft:
+        return 0, "LoRA adapters"
+    width = torch.tensor([], dtype=save_dtype).element_size()
+    params = model.parameters or (model.weights_bytes or 0) // width
+    final = params * width
+    saves = (total_steps - 1) // config.save_steps if config.save_steps else 0
+    kept = min(saves, (config.save_total_limit or saves) + 1)
+    checkpoint = params * 12
+    parts = f"the final model {_size(final)}"
+    if kept:
+        parts += f", {kept} checkpoints at once of {_size(checkpoint)} each"
+    return final + kept * checkpoint, parts
+
+
+def _size(count: float) -> str:
+    units = ("B", "KB", "MB", "GB", "TB")
+    step = 0
+    while count >= 1000 and step < len(units) - 1:
+        count, step = count / 1000, step + 1
+    return f"{count:.0f} B" if step == 0 else f"{count:.1f} {units[step]}"
 
 
 def build_policy(config: TrainConfig, model_path: str, dtype: torch.dtype, device: Any) -> Any:

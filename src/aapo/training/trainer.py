@@ -101,6 +101,9 @@ class Trainer:
         self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
         builders.check_context(config, self.data, self.model_info)
+        builders.check_output_dir(
+            config, self.model_info, self.data.total_steps, self.precision.save_dtype
+        )
 
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)

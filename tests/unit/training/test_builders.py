@@ -2,8 +2,10 @@
 options, and bad rewards fail before any model loads."""
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from aapo.algorithms import AdvantageResult, get_advantage, register_advantage
 from aapo.config import load_config
@@ -174,3 +176,50 @@ def test_checks_on_config_json_and_the_prompts_run_before_the_weights_load(
     config = TrainConfig(output_dir=str(tmp_path / "run"), report_to=[], **overrides)
     with pytest.raises(ConfigError, match=message):
         Trainer(config)
+
+
+@pytest.mark.parametrize("case", ["file", "inside a file", "not writable"])
+def test_an_unusable_output_dir_is_refused_before_the_weights_load(
+    tmp_path, weights_must_not_load, case
+):
+    from aapo.config import ConfigError
+    from aapo.training.trainer import Trainer
+
+    (tmp_path / "f").write_text("")
+    output_dir, message = {
+        "file": (tmp_path / "f", r"output_dir '.*/f' is a file: choose a directory"),
+        "inside a file": (tmp_path / "f" / "run", r"'.*/f/run' is inside '.*/f', a file"),
+        "not writable": (Path("/sys/aapo-test-run"), r"cannot be used: it is not writable"),
+    }[case]
+    if case == "not writable" and not Path("/sys").is_dir():
+        pytest.skip("needs Linux's /sys, where even root cannot create a directory")
+    config = TrainConfig(output_dir=str(output_dir), report_to=[], dataset_size=64)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config)
+
+
+def test_the_disk_must_have_room_for_the_run(tmp_path):
+    from aapo.config import ConfigError
+    from aapo.model_sources import ModelInfo
+
+    huge = ModelInfo(str(tmp_path), "qwen2", 512, None, parameters=10**13)
+    config = TrainConfig(output_dir=str(tmp_path / "run"), save_steps=0)
+    with pytest.raises(ConfigError, match=r"free on its disk, but this run writes about 40.0 TB"):
+        builders.check_output_dir(config, huge, 100, torch.float32)
+
+
+def test_what_a_run_writes_is_its_final_model_and_the_checkpoints_kept_at_once():
+    from aapo.model_sources import ModelInfo
+
+    model = ModelInfo("m", "qwen2", 512, None, parameters=1000)
+    # final model: 1000 parameters x 2 bytes (bf16) = 2000
+    only_final = TrainConfig(save_steps=0)
+    assert builders.output_bytes(only_final, model, 100, torch.bfloat16)[0] == 2000
+    # saves at steps 8, 16, ..., 96 (12 of them); 2 kept, a 3rd written before one goes;
+    # each 1000 x 12 bytes (fp32 weights + AdamW's two moments): 2000 + 3 x 12000
+    config = TrainConfig(save_steps=8, save_total_limit=2)
+    needed, parts = builders.output_bytes(config, model, 100, torch.bfloat16)
+    assert needed == 2000 + 3 * 12000
+    assert parts == "the final model 2.0 KB, 3 checkpoints at once of 12.0 KB each"
+    keep_all = TrainConfig(save_steps=8, save_total_limit=None)
+    assert builders.output_bytes(keep_all, model, 100, torch.bfloat16)[0] == 2000 + 12 * 12000

@@ -90,6 +90,7 @@ def _fill(
     tokenizer = load_tokenizer(model_path)
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
     builders.check_context(config, data, info)
+    builders.check_writable_dir(Path(config.reference_cache), "reference_cache")
     model = load_model(model_path, dtype, accelerator.device)  # the weights training loads
     model.eval()
     model.requires_grad_(False)
