@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    from aapo.rewards.errors import RewardReturnError
     from aapo.rewards.reward_process import RewardWorkerError
     from aapo.training.checkpoint import CheckpointError
 
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         FileNotFoundError,
         CheckpointError,
         RewardWorkerError,
+        RewardReturnError,
     ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -35,7 +35,7 @@ from aapo.models import (
 )
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sampler
-from aapo.training import builders, deepspeed_engine
+from aapo.training import builders, deepspeed_engine, scored
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.evaluate import held_out_metrics
@@ -101,6 +101,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
         builders.check_context(config, self.data, self.model_info)
+        scored.probe(scorer, self.rows, self.tokenizer)  # each reward once, on real rows
         builders.check_output_dir(
             config, self.model_info, self.data.total_steps, self.precision.save_dtype
         )

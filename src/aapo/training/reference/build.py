@@ -42,7 +42,7 @@ from aapo.training.reference.cache import (
     write_manifest,
     write_shard,
 )
-from aapo.training.scored import score
+from aapo.training.scored import probe, score
 
 log = logging.getLogger("aapo")
 
@@ -90,6 +90,7 @@ def _fill(
     tokenizer = load_tokenizer(model_path)
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
     builders.check_context(config, data, info)
+    probe(scorer, data.rows, tokenizer)  # each reward once, on real rows
     builders.check_writable_dir(Path(config.reference_cache), "reference_cache")
     model = load_model(model_path, dtype, accelerator.device)  # the weights training loads
     model.eval()
