@@ -50,6 +50,20 @@ def reward_name(spec: str) -> str:
     return spec.replace(":", ".").rsplit(".", 1)[-1]
 
 
+def metric_names(specs: Sequence[str]) -> list[str]:
+    """One distinct metric name per reward (`rewards/<name>/mean`): the short name, with `_2`,
+    `_3`, ... for a later reward whose short name is taken (`accuracy` and
+    `mine:accuracy` → `accuracy`, `accuracy_2`), so two rewards never share a metric key."""
+    names: list[str] = []
+    for spec in specs:
+        name, count = reward_name(spec), 1
+        while name in names or (count > 1 and name in map(reward_name, specs)):
+            count += 1
+            name = f"{reward_name(spec)}_{count}"
+        names.append(name)
+    return names
+
+
 class RewardScorer:
     """Scores with `functions` (callables or ProcessRewards); `close()` stops their workers."""
 
@@ -95,7 +109,7 @@ class RewardScorer:
                 if isinstance(function, ProcessReward):
                     function.close()
             raise
-        return cls([reward_name(s) for s in specs], functions, weights, timeout)
+        return cls(metric_names(specs), functions, weights, timeout)
 
     def score(
         self,

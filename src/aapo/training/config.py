@@ -17,6 +17,8 @@ from, failing closed: a new field is fingerprinted and refused on resume unless 
   trajectory.
 - `range`: the values it may take (`Range`), checked in `__post_init__`; `ANY` says so
   explicitly, and every numeric field names one (tests/unit/training/test_train_config.py).
+- `follows`: the list field whose items its entries belong to (by position, or as keys), so a
+  command line that replaces that list carries it by name or is refused (aapo/config.py).
 """
 
 from __future__ import annotations
@@ -103,9 +105,11 @@ def _doc(
     reference: bool | str = True,
     resume: bool = False,
     range: Range | None = None,
+    follows: str | None = None,
 ) -> Any:
     """A field with its help text and what it means to the rest of aapo (module docstring)."""
-    metadata = {"help": text, "reference": reference, "resume": resume, "range": range}
+    metadata = {"help": text, "reference": reference, "resume": resume, "range": range,
+                "follows": follows}  # fmt: skip
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -348,10 +352,17 @@ class TrainConfig:
     )
     reward_weights: list[float] | None = _doc(
         None,
-        "One weight per reward function; null = all 1.0.",
+        "One weight per reward function; null = all 1.0. A recipe's weights follow its "
+        "functions by name when --reward_funcs reorders or drops some; other lists need "
+        "their own --reward_weights.",
         reference="reward_weights",
+        follows="reward_funcs",
     )
-    reward_kwargs: dict = _doc({}, "Per-function parameters, e.g. {cosine: {max_length: 3584}}.")
+    reward_kwargs: dict = _doc(
+        {},
+        "Per-function parameters, e.g. {cosine: {max_length: 3584}}.",
+        follows="reward_funcs",
+    )
     reward_timeout: float = _doc(
         30.0,
         "Seconds a reward call may take before it is skipped (counted).",
@@ -514,6 +525,12 @@ class TrainConfig:
     def _check_rewards(self) -> None:
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one reward function")
+        repeated = sorted({spec for spec in self.reward_funcs if self.reward_funcs.count(spec) > 1})
+        if repeated:  # one metric name, one reward_kwargs entry: the same scores twice
+            raise ValueError(
+                f"reward_funcs lists {repeated} more than once: with the same reward_kwargs it "
+                "scores the same each time, so list it once and give it the summed weight"
+            )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has "

@@ -201,3 +201,16 @@ def test_a_plug_in_name_runs_in_a_worker_that_imports_the_plug_in():
     assert isinstance(scorer.functions[0], ProcessReward)
     assert _score(scorer).tolist() == [[0.0, 0.0, 0.0]]
     scorer.close()
+
+
+def test_rewards_with_the_same_short_name_get_distinct_metric_names():
+    """`accuracy` and `mine:accuracy` both logged rewards/accuracy/mean, one over the other."""
+    from aapo.rewards.scoring import metric_names
+
+    assert metric_names(["accuracy", "mine:accuracy", "format"]) == [
+        "accuracy",
+        "accuracy_2",
+        "format",
+    ]
+    # a suffixed name never takes another reward's own short name
+    assert metric_names(["a:acc", "b.acc", "c:acc_2"]) == ["acc", "acc_3", "acc_2"]

@@ -149,3 +149,60 @@ def test_eval_prompt_template_is_checked_when_the_config_is_built():
 
     with pytest.raises(ConfigError, match=r"uses \{lang\}"):
         load_config(EvalConfig, None, ["--prompt_template", "{problem} in {lang}"])
+
+
+@pytest.mark.parametrize(
+    ("recipe", "args", "weights", "kwargs"),
+    [
+        # default: reward_funcs [format, accuracy], reward_weights [0.5, 1.0]
+        ("default", ["--reward_funcs", "[accuracy, format]"], [1.0, 0.5], {}),
+        ("default", ["--reward_funcs", "[accuracy]"], [1.0], {}),
+        ("default", ["--reward_funcs", "[format, accuracy, cosine]", "--reward_weights",
+                     "[1, 2, 3]"], [1.0, 2.0, 3.0], {}),
+        ("default", ["--reward_funcs", "[format, cosine]", "--reward_weights", "null"], None, {}),
+        # aapo_1.5b: [format, cosine], [1.0, 2.0], reward_kwargs {cosine: {max_length: 3584}}
+        ("aapo_1.5b", ["--reward_funcs", "[cosine, format]"], [2.0, 1.0],
+         {"cosine": {"max_length": 3584}}),
+        ("aapo_1.5b", ["--reward_funcs", "[format]"], [1.0], {}),
+    ],
+)  # fmt: skip
+def test_recipe_weights_and_kwargs_follow_their_functions_by_name(recipe, args, weights, kwargs):
+    """The default recipe's [0.5, 1.0] stayed by position: `--reward_funcs [accuracy, format]`
+    trained accuracy at 0.5 and format at 1.0; dropping one was refused for a length."""
+    config = load_config(TrainConfig, recipe, args)
+    assert config.reward_weights == weights
+    assert config.reward_kwargs == kwargs
+
+
+def test_weights_a_file_gives_the_default_functions_follow_them_too(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("reward_weights: [0.25, 1.0]\n")  # the default reward_funcs: format, accuracy
+    config = load_config(TrainConfig, path, ["--reward_funcs", "[accuracy, format]"])
+    assert config.reward_weights == [1.0, 0.25]
+
+
+def test_functions_the_recipe_has_no_weight_for_are_refused_naming_its_weights():
+    """It used to blame reward_weights' length, an option the user never set."""
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, "default", ["--reward_funcs", "[format, accuracy, cosine]"])
+    message = str(info.value)
+    assert (
+        "reward_funcs ['format', 'accuracy', 'cosine'] on the command line is not a "
+        "reordering or subset of reward_funcs ['format', 'accuracy'] (set in default)" in message
+    )
+    assert "the reward_weights [0.5, 1.0] that default gives them by position" in message
+    assert "give --reward_weights too (3 entries, or null)" in message
+
+
+def test_a_reward_listed_twice_is_refused():
+    """Both uses shared one metric key (rewards/accuracy/mean) and one reward_kwargs entry."""
+    with pytest.raises(ConfigError, match=r"lists \['accuracy'\] more than once.*summed weight"):
+        load_config(TrainConfig, "default", ["--reward_funcs", "[accuracy, format, accuracy]"])
+
+
+def test_a_refusal_names_where_options_the_user_did_not_type_came_from():
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, "default", ["--num_iterations", "3"])
+    message = str(info.value)
+    assert message.startswith("save_steps = 50 must be a multiple of the 3 optimizer steps")
+    assert message.endswith("[save_steps: set in default; the command line set num_iterations]")
