@@ -160,15 +160,26 @@ def test_eval_prompt_template_is_checked_when_the_config_is_built():
         ("default", ["--reward_funcs", "[format, accuracy, cosine]", "--reward_weights",
                      "[1, 2, 3]"], [1.0, 2.0, 3.0], {}),
         ("default", ["--reward_funcs", "[format, cosine]", "--reward_weights", "null"], None, {}),
-        # aapo_1.5b: [format, cosine], [1.0, 2.0], reward_kwargs {cosine: {max_length: 3584}}
-        ("aapo_1.5b", ["--reward_funcs", "[cosine, format]"], [2.0, 1.0],
-         {"cosine": {"max_length": 3584}}),
-        ("aapo_1.5b", ["--reward_funcs", "[format]"], [1.0], {}),
+        # aapo_1.5b: [format, cosine], [1.0, 2.0]
+        ("aapo_1.5b", ["--reward_funcs", "[cosine, format]"], [2.0, 1.0], {}),
+        # KWARGS_RECIPE: [accuracy, overlong], [1.0, 0.5], {overlong: {buffer: 16}}
+        ("KWARGS_RECIPE", ["--reward_funcs", "[overlong, accuracy]"], [0.5, 1.0],
+         {"overlong": {"buffer": 16}}),
+        ("KWARGS_RECIPE", ["--reward_funcs", "[accuracy]"], [1.0], {}),
     ],
 )  # fmt: skip
-def test_recipe_weights_and_kwargs_follow_their_functions_by_name(recipe, args, weights, kwargs):
+def test_recipe_weights_and_kwargs_follow_their_functions_by_name(
+    tmp_path, recipe, args, weights, kwargs
+):
     """The default recipe's [0.5, 1.0] stayed by position: `--reward_funcs [accuracy, format]`
-    trained accuracy at 0.5 and format at 1.0; dropping one was refused for a length."""
+    trained accuracy at 0.5 and format at 1.0; dropping one was refused for a length, and
+    dropping one with reward_kwargs was refused for naming a function no longer listed."""
+    if recipe == "KWARGS_RECIPE":
+        recipe = tmp_path / "run.yaml"
+        recipe.write_text(
+            "reward_funcs: [accuracy, overlong]\nreward_weights: [1.0, 0.5]\n"
+            "reward_kwargs: {overlong: {buffer: 16}}\n"
+        )
     config = load_config(TrainConfig, recipe, args)
     assert config.reward_weights == weights
     assert config.reward_kwargs == kwargs
@@ -206,3 +217,15 @@ def test_a_refusal_names_where_options_the_user_did_not_type_came_from():
     message = str(info.value)
     assert message.startswith("save_steps = 50 must be a multiple of the 3 optimizer steps")
     assert message.endswith("[save_steps: set in default; the command line set num_iterations]")
+
+
+def test_the_cosine_cap_follows_an_overridden_completion_length():
+    """The 1.5B recipe pinned cosine's max_length at 3584: --max_completion_length 1024 left
+    the reward scaled for lengths the run can no longer reach."""
+    from aapo.training.builders import _reward_params
+
+    assert _reward_params("cosine", load_config(TrainConfig, "aapo_1.5b", [])) == {
+        "max_length": 3584
+    }
+    shorter = load_config(TrainConfig, "aapo_1.5b", ["--max_completion_length", "1024"])
+    assert _reward_params("cosine", shorter) == {"max_length": 1024}
