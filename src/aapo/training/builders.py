@@ -4,7 +4,9 @@ Each builder takes the validated config (and what earlier builders made) and ret
 the rewards, the training data, the policy, the reference (where its rollouts come from, chosen
 once here: `reference_source`, `build_reference`), the optimizer and scheduler, the samplers,
 the loss and sampling settings, and the estimator's options. The trainer calls them in a fixed
-order, so a mistyped reward or a bad dataset fails before any model is loaded.
+order, and every check that needs no weights runs before `build_policy` loads them: a
+mistyped reward, a bad dataset, prompts plus completions beyond the model's context
+(`check_context`), an output directory that cannot take the run (`check_output_dir`).
 
 Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the step itself
 (step.py).
