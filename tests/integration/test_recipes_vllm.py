@@ -33,7 +33,8 @@ except ImportError as err:
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
 pytestmark = [
     pytest.mark.skipif(
-        bool(MISSING) and os.environ.get("CI") != "true", reason=f"vLLM is not importable: {MISSING}"
+        bool(MISSING) and os.environ.get("CI") != "true",
+        reason=f"vLLM is not importable: {MISSING}",
     ),
     pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/benchmarks is absent"),
     pytest.mark.skipif(

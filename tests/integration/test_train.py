@@ -191,8 +191,9 @@ def test_sigkill_and_resume_reproduces_uninterrupted_run(tmp_path):
     ]
     whole = _run_cli([*common, "--output_dir", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-3000:]
-    # 2 calls per step (policy + reference samples): call 5 is the first of step 3
-    killed = _run_cli([*common, "--output_dir", str(tmp_path / "cut")], {"AAPO_KILL_AT_CALL": "5"})
+    # 1 call on stand-in completions before the model loads, then 2 per step (policy +
+    # reference samples): call 6 is the first of step 3
+    killed = _run_cli([*common, "--output_dir", str(tmp_path / "cut")], {"AAPO_KILL_AT_CALL": "6"})
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert (tmp_path / "cut" / "checkpoint-2" / "trainer_state.json").exists()
     resumed = _run_cli([*common, "--output_dir", str(tmp_path / "cut"), "--resume"])

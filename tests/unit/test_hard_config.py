@@ -25,7 +25,8 @@ def test_typed_options_are_still_parsed():
         None,
         ["--learning_rate", "1e-3", "--reward_funcs", "[format, accuracy]",
          "--epsilon_high", "null", "--system_prompt", "null", "--max_steps=5",
-         "--use_peft", "true", "--lr_scheduler_kwargs", "{min_lr_rate: 0.1}"],
+         "--use_peft", "true", "--lr_scheduler_type", "cosine_with_min_lr",
+         "--lr_scheduler_kwargs", "{min_lr_rate: 0.1}"],
     )  # fmt: skip
     assert config.learning_rate == 1e-3 and isinstance(config.learning_rate, float)
     assert config.reward_funcs == ["format", "accuracy"]

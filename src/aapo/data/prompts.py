@@ -8,7 +8,10 @@ prompt (a user-turn template with `{problem}`), asking for the final answer in `
 
 from __future__ import annotations
 
+import string
 from typing import Any
+
+from aapo.data.datasets import shown
 
 SYSTEM_PROMPTS: dict[str, str] = {
     "r1_think": (
@@ -47,14 +50,29 @@ def resolve_system_prompt(name_or_text: str | None) -> str | None:
 
 
 def resolve_user_template(name_or_text: str) -> str:
-    """A registered name or a literal template that contains `{problem}`."""
+    """A registered name, or a literal template whose one field is `{problem}` (a literal
+    brace is written doubled, `{{` or `}}`, as in `str.format`). Anything else is refused
+    here, when the config is built, rather than as a KeyError on the first prompt."""
     template = USER_TEMPLATES.get(name_or_text, name_or_text)
-    if "{problem}" not in template:
+    where = f"prompt template {shown(name_or_text)}"
+    braces = "write a literal brace doubled, {{ or }}"
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:  # a stray `{` or `}`
+        raise ValueError(f"{where} is not a valid template: {err} ({braces})") from err
+    if "problem" not in fields:
         known = ", ".join(sorted(USER_TEMPLATES))
         raise ValueError(
-            f"prompt template {name_or_text!r} is neither a known name ({known}) nor a "
-            "template containing '{problem}'"
+            f"{where} is neither a known name ({known}) nor a template containing '{{problem}}'"
         )
+    others = sorted({name for name in fields if name != "problem"})
+    if others:
+        listed = ", ".join("{" + name + "}" for name in others)
+        raise ValueError(f"{where} uses {listed}; its only field is {{problem}} ({braces})")
+    try:  # what parsing alone misses: a field nested in a format spec, a bad spec
+        template.format(problem="")
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise ValueError(f"{where} cannot be filled in: {type(err).__name__}: {err}") from err
     return template
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from aapo.config import ConfigError
 from aapo.data.prompts import (
     build_messages,
     encode_prompt,
@@ -57,11 +58,13 @@ def prepare_rows(
     user_template = resolve_user_template(template)
     kept: list[PromptRow] = []
     skipped = 0
+    shortest = None  # of the skipped prompts, in tokens
     for position, row in enumerate(rows):
         messages = _messages(row, system, user_template)
         ids = encode_prompt(tokenizer, messages)
         if len(ids) > max_length:
             skipped += 1
+            shortest = len(ids) if shortest is None else min(shortest, len(ids))
             continue
         columns = {k: v for k, v in row.items() if not k.startswith("_")}
         source = str(row.get("_source", f"row {position}"))
@@ -72,7 +75,11 @@ def prepare_rows(
             "skipped %d prompts longer than max_prompt_length=%d tokens", skipped, max_length
         )
     if not kept:
-        raise ValueError(f"every prompt is longer than max_prompt_length={max_length}")
+        raise ConfigError(
+            f"every prompt is longer than max_prompt_length={max_length} tokens (the shortest "
+            f"has {shortest}, system prompt and template included): raise max_prompt_length "
+            f"to at least {shortest}"
+        )
     return kept, skipped
 
 

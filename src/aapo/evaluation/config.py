@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aapo.data.prompts import resolve_user_template
+
 PAPER_BENCHMARKS = ("aime24", "math500", "amc23", "minerva", "olympiadbench")
 BACKENDS = ("transformers", "vllm")
 BENCHMARKS_HELP = (
@@ -128,6 +130,8 @@ class EvalConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.grading_timeout <= 0:
             raise ValueError(f"grading_timeout must be > 0, got {self.grading_timeout}")
+        if self.prompt_template != "auto":  # a missing {problem} or a stray brace, now
+            resolve_user_template(self.prompt_template)
 
     def _check_completions_mode(self) -> None:
         """Options that would silently do nothing when grading a completions file."""

@@ -15,3 +15,9 @@ class GoldAnswerError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.answer, self.reason))
+
+
+class RewardReturnError(ValueError):
+    """A reward function returned something that is not one score (or None) per completion:
+    a programming error, refused with the function's name, what it returned and what is
+    expected."""

@@ -5,8 +5,11 @@ every column is passed through). A function that raises, hangs past `timeout`, o
 None (or NaN) for a completion does not stop training: its scores become NaN ("not
 applicable", dropped by the weighted nan-sum), the event is counted in the metrics
 (`rewards/<name>/errors`, `.../timeouts`) and logged once with its cause. A function that
-returns the wrong number of scores or a non-number is a programming error and raises, naming
-the function. Scores may be Python numbers, numpy scalars, or 1-D numpy arrays / torch tensors.
+returns the wrong number of scores, a non-number, a bool, an infinite score or one beyond
+float32 is a programming error: RewardReturnError, naming the function, what it returned and
+what is expected. Scores may be Python numbers, numpy scalars, or 1-D numpy arrays / torch
+tensors. `probe` calls every function once before any model loads, so such an error (and a
+reward that raises on real rows) shows before the weights load, not at the first step.
 
 Where each function runs (`RewardScorer.from_specs`): the built-ins (`format`, `accuracy`,
 `cosine`) run here, since their grading already happens in sandboxed worker processes with
@@ -33,15 +36,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from aapo.data.datasets import shown
+from aapo.rewards.errors import RewardReturnError
 from aapo.rewards.reward_process import ProcessReward, RewardWorkerError
 
 log = logging.getLogger(__name__)
 IN_PROCESS = frozenset({"format", "accuracy", "cosine"})  # graded in sandboxed workers already
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # scores are kept in float32
 
 
 def reward_name(spec: str) -> str:
     """Short metric name of a reward: `format`, or the last part of an import path."""
     return spec.replace(":", ".").rsplit(".", 1)[-1]
+
+
+def metric_names(specs: Sequence[str]) -> list[str]:
+    """One distinct metric name per reward (`rewards/<name>/mean`): the short name, with `_2`,
+    `_3`, ... for a later reward whose short name is taken (`accuracy` and
+    `mine:accuracy` → `accuracy`, `accuracy_2`), so two rewards never share a metric key."""
+    names: list[str] = []
+    for spec in specs:
+        name, count = reward_name(spec), 1
+        while name in names or (count > 1 and name in map(reward_name, specs)):
+            count += 1
+            name = f"{reward_name(spec)}_{count}"
+        names.append(name)
+    return names
 
 
 class RewardScorer:
@@ -89,7 +109,7 @@ class RewardScorer:
                 if isinstance(function, ProcessReward):
                     function.close()
             raise
-        return cls([reward_name(s) for s in specs], functions, weights, timeout)
+        return cls(metric_names(specs), functions, weights, timeout)
 
     def score(
         self,
@@ -103,21 +123,49 @@ class RewardScorer:
         call = {"prompts": prompts, "completions": completions,
                 "completion_ids": completion_ids, **columns}  # fmt: skip
         for k, (name, fn) in enumerate(zip(self.names, self.functions, strict=True)):
-            if isinstance(fn, ProcessReward):
-                status, value, metrics = fn.call(self.timeout, **call)
-            else:
-                status, value = _call_on_thread(fn, self.timeout, call, name)
-                pop = getattr(fn, "pop_metrics", None)
-                metrics = pop() if callable(pop) and status != "timeout" else {}
+            status, value, metrics = self._call(name, fn, call)
             for key, count in metrics.items():
                 self._count(f"rewards/{name}/{key}", count)
             if status == "ok":
                 out[k] = torch.tensor(as_scores(name, value, len(completions)))
-            elif status == "bad":
-                raise TypeError(f"reward function {name!r} {value}")
+            elif status == "bad":  # from a worker: a value pickle cannot carry (a generator)
+                raise _wrong(name, len(completions), value.removeprefix("returned "))
             else:
                 self._skip(name, f"{status}s", value)
         return out
+
+    def probe(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]],
+        columns: dict[str, list[Any]],
+    ) -> list[str]:
+        """Call every function once as `score` does and check what it returns (a
+        RewardReturnError now rather than at the first step); → what else went wrong (a
+        raise, a timeout), for the caller to report. Nothing is counted in the metrics."""
+        call = {"prompts": prompts, "completions": completions,
+                "completion_ids": completion_ids, **columns}  # fmt: skip
+        problems = []
+        for name, fn in zip(self.names, self.functions, strict=True):
+            status, value, _ = self._call(name, fn, call)
+            if status == "ok":
+                as_scores(name, value, len(completions))
+            elif status == "bad":
+                raise _wrong(name, len(completions), value.removeprefix("returned "))
+            else:
+                problems.append(f"reward function {name!r} {value}")
+        return problems
+
+    def _call(
+        self, name: str, fn: Callable[..., Any] | ProcessReward, call: dict[str, Any]
+    ) -> tuple[str, Any, dict[str, float]]:
+        """→ (status, value, metrics) as `ProcessReward.call` gives them, wherever fn runs."""
+        if isinstance(fn, ProcessReward):
+            return fn.call(self.timeout, **call)
+        status, value = _call_on_thread(fn, self.timeout, call, name)
+        pop = getattr(fn, "pop_metrics", None)
+        return status, value, pop() if callable(pop) and status != "timeout" else {}
 
     def _skip(self, name: str, kind: str, why: str) -> None:
         self._count(f"rewards/{name}/{kind}", 1)
@@ -187,33 +235,45 @@ def _call_on_thread(
 
 
 def as_scores(name: str, values: Any, expected: int) -> list[float]:
-    """`values` as `expected` floats (NaN for None/NaN); a wrong shape or type raises."""
+    """`values` as `expected` floats (NaN for None/NaN); anything else is a RewardReturnError
+    naming the function, what it returned (as given: a finite 1e308 is shown as 1e+308, not
+    as the inf it would become in float32) and what is expected."""
     if isinstance(values, (np.ndarray, torch.Tensor)):
         if values.ndim != 1:
-            raise ValueError(
-                f"reward function {name!r} returned an array of shape {tuple(values.shape)}; "
-                "it must be 1-D, one score per completion"
-            )
+            raise _wrong(name, expected, f"an array of shape {tuple(values.shape)}")
         values = values.tolist()
     if not isinstance(values, (list, tuple)):
-        raise TypeError(f"reward function {name!r} must return a list, got {type(values).__name__}")
+        shown_value = "None" if values is None else f"a {type(values).__name__} {shown(values)}"
+        raise _wrong(name, expected, shown_value)
     if len(values) != expected:
-        raise ValueError(
-            f"reward function {name!r} returned {len(values)} scores for {expected} completions"
-        )
-    return [_as_score(name, v) for v in values]
+        what = f"{len(values)} scores for {expected} completions: {shown(values)}"
+        raise _wrong(name, expected, what)
+    return [_as_score(name, expected, n, v) for n, v in enumerate(values)]
 
 
-def _as_score(name: str, value: Any) -> float:
+def _as_score(name: str, expected: int, n: int, value: Any) -> float:
     if value is None:
         return math.nan
     scalar_array = isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0
     if scalar_array or isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"reward function {name!r} returned {value!r}; scores must be numbers or None"
-        )
-    if math.isinf(value):
-        raise ValueError(f"reward function {name!r} returned a non-finite score {value!r}")
-    return float(value)
+        what = f"{shown(value)} ({type(value).__name__}) for completion {n}"
+        raise _wrong(name, expected, what)
+    try:
+        score = float(value)
+    except OverflowError:  # an int beyond any float
+        score = math.inf
+    if math.isnan(score):
+        return score
+    if not abs(score) <= FLOAT32_MAX:  # scores are kept in float32, where this is inf
+        raise _wrong(name, expected, f"{shown(value)} for completion {n}")
+    return score
+
+
+def _wrong(name: str, expected: int, what: str) -> RewardReturnError:
+    return RewardReturnError(
+        f"reward function {name!r} returned {what}; expected a list of {expected} numbers or "
+        f"None, one per completion (finite, within float32's ±{FLOAT32_MAX:.1e}; None: not "
+        "applicable)"
+    )

@@ -4,7 +4,9 @@ Each builder takes the validated config (and what earlier builders made) and ret
 the rewards, the training data, the policy, the reference (where its rollouts come from, chosen
 once here: `reference_source`, `build_reference`), the optimizer and scheduler, the samplers,
 the loss and sampling settings, and the estimator's options. The trainer calls them in a fixed
-order, so a mistyped reward or a bad dataset fails before any model is loaded.
+order, and every check that needs no weights runs before `build_policy` loads them: a
+mistyped reward, a bad dataset, prompts plus completions beyond the model's context
+(`check_context`), an output directory that cannot take the run (`check_output_dir`).
 
 Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the step itself
 (step.py).
@@ -13,12 +15,16 @@ Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import logging
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -33,11 +39,11 @@ from aapo.algorithms import (
 from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
-from aapo.models import PrecisionPlan, load_model
+from aapo.models import ModelInfo, PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import SAMPLERS, Sampler, SamplingParams
-from aapo.training import deepspeed_engine
+from aapo.training import deepspeed_engine, scheduler
 from aapo.training.config import BatchLayout, TrainConfig
 from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
 from aapo.training.reference import CachedReference, Reference, SampledReference
@@ -151,6 +157,7 @@ class TrainData:
 
 
 def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
+    """The prompts, encoded; refused (ConfigError) when they do not fill one generation batch."""
     rows = load_problems(
         config.dataset_name, config.dataset_split, config.seed, config.dataset_size
     )
@@ -159,9 +166,13 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
     )
     batches_per_epoch = len(prepared) // layout.generation_prompts
     if batches_per_epoch == 0:
-        raise ValueError(
-            f"{len(prepared)} usable prompts is fewer than one generation batch's "
-            f"{layout.generation_prompts}"
+        skipped_note = f" ({skipped} longer than max_prompt_length skipped)" if skipped else ""
+        raise ConfigError(
+            f"{len(prepared)} usable prompts{skipped_note} is fewer than the "
+            f"{layout.generation_prompts} one generation batch draws over "
+            f"{layout.generation_prompts // layout.generation_prompts_per_process} processes: "
+            "use more data or a smaller batch (per_device_train_batch_size, "
+            "steps_per_generation)"
         )
     steps_per_epoch = batches_per_epoch * layout.steps_per_generation_batch
     total = (
@@ -170,6 +181,101 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
         else math.ceil(config.num_train_epochs * steps_per_epoch)
     )
     return TrainData(prepared, skipped, steps_per_epoch, total)
+
+
+def check_context(config: TrainConfig, data: TrainData, model: ModelInfo) -> None:
+    """The longest prompt plus the completion cap must fit the model's positions (config.json's
+    max_position_embeddings): refused before the weights load, not as an index error or a
+    buffer sized past them during the first generation batch."""
+    if model.max_positions is None:
+        return
+    longest = max(data.rows, key=lambda row: len(row.prompt_ids))
+    prompt, positions = len(longest.prompt_ids), model.max_positions
+    name, completion = "max_completion_length", config.max_completion_length
+    if config.eval_num_problems and (config.eval_max_new_tokens or 0) > completion:
+        name, completion = "eval_max_new_tokens", config.eval_max_new_tokens
+    if prompt + completion <= positions:
+        return
+    fixes = [f"lower {name} to at most {positions - prompt}"] if prompt < positions else []
+    if completion < positions:
+        fixes.append(
+            f"max_prompt_length to at most {positions - completion} (longer prompts are skipped)"
+        )
+    fix = ", or ".join(fixes) if fixes else f"lower {name} below {positions}"
+    raise ConfigError(
+        f"the longest prompt ({prompt} tokens, {longest.source}) plus {name} {completion} is "
+        f"{prompt + completion} tokens, beyond the {positions} positions of model "
+        f"{config.model_name_or_path!r} (max_position_embeddings in config.json): {fix}"
+    )
+
+
+def check_output_dir(
+    config: TrainConfig, model: ModelInfo, total_steps: int, save_dtype: torch.dtype
+) -> None:
+    """`output_dir` can be created and written, and its disk has room for what the run writes
+    there (`output_bytes`): refused now with what to do, not after the weights have loaded
+    or at the first checkpoint. Creates the directory (the run would)."""
+    path = Path(config.output_dir)
+    check_writable_dir(path, "output_dir")
+    needed, parts = output_bytes(config, model, total_steps, save_dtype)
+    free = shutil.disk_usage(path).free
+    if needed > free:
+        raise ConfigError(
+            f"output_dir {str(path)!r} has {_size(free)} free on its disk, but this run writes "
+            f"about {_size(needed)} there ({parts}): free space, choose another output_dir, "
+            "or keep fewer checkpoints (save_total_limit, save_steps)"
+        )
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """The directory the option `option` names exists or can be made, and a file can be
+    written and synced in it (a full disk and a read-only mount fail here, whoever runs)."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {str(existing)!r}, a file"
+        raise ConfigError(f"{option} {str(path)!r} {where}: choose a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".aapo-write-test-") as probe:
+            probe.write(b"aapo")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        why = "its disk is full" if err.errno == errno.ENOSPC else "it is not writable"
+        raise ConfigError(
+            f"{option} {str(path)!r} cannot be used: {why} ({err.strerror or err}): choose "
+            f"another {option}"
+        ) from err
+
+
+def output_bytes(
+    config: TrainConfig, model: ModelInfo, total_steps: int, save_dtype: torch.dtype
+) -> tuple[int, str]:
+    """About how many bytes the run writes into output_dir at its peak, and of what: the
+    final model in its saved dtype, and with `save_steps` the checkpoints kept at once
+    (float32 weights and AdamW's two moments, 12 bytes a parameter), one more while the
+    oldest is rotated out. Parameters from the safetensors headers, else the weight files'
+    size; 0 under LoRA (adapters are small) or when neither is known (a hub id)."""
+    if config.use_peft:
+        return 0, "LoRA adapters"
+    width = torch.tensor([], dtype=save_dtype).element_size()
+    params = model.parameters or (model.weights_bytes or 0) // width
+    final = params * width
+    saves = (total_steps - 1) // config.save_steps if config.save_steps else 0
+    kept = min(saves, (config.save_total_limit or saves) + 1)
+    checkpoint = params * 12
+    parts = f"the final model {_size(final)}"
+    if kept:
+        parts += f", {kept} checkpoints at once of {_size(checkpoint)} each"
+    return final + kept * checkpoint, parts
+
+
+def _size(count: float) -> str:
+    units = ("B", "KB", "MB", "GB", "TB")
+    step = 0
+    while count >= 1000 and step < len(units) - 1:
+        count, step = count / 1000, step + 1
+    return f"{count:.0f} B" if step == 0 else f"{count:.1f} {units[step]}"
 
 
 def build_policy(config: TrainConfig, model_path: str, dtype: torch.dtype, device: Any) -> Any:
@@ -247,14 +353,13 @@ def build_optimizer(config: TrainConfig, model: Any) -> torch.optim.Optimizer:
 
 
 def build_scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> Any:
-    from transformers import get_scheduler
-
-    return get_scheduler(
+    """The scheduler `TrainConfig` checked (training/scheduler.py), over the run's steps."""
+    return scheduler.build_scheduler(
         config.lr_scheduler_type,
+        config.lr_scheduler_kwargs,
         optimizer,
-        num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-        scheduler_specific_kwargs=config.lr_scheduler_kwargs or None,
+        config.warmup_ratio,
+        total_steps,
     )
 
 

@@ -17,6 +17,8 @@ from, failing closed: a new field is fingerprinted and refused on resume unless 
   trajectory.
 - `range`: the values it may take (`Range`), checked in `__post_init__`; `ANY` says so
   explicitly, and every numeric field names one (tests/unit/training/test_train_config.py).
+- `follows`: the list field whose items its entries belong to (by position, or as keys), so a
+  command line that replaces that list carries it by name or is refused (aapo/config.py).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aapo.algorithms import AGGREGATION_MODES, GPG_NORMS, SCALE_REWARDS
+from aapo.data.prompts import resolve_user_template
 from aapo.models import DTYPES
 from aapo.rollout import SAMPLERS
+from aapo.training.scheduler import check_scheduler
 
 # closed choices, written once in the modules that implement them
 ScaleRewards = Literal[SCALE_REWARDS]
@@ -81,6 +85,9 @@ POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 AT_LEAST_ONE = Range(1)
 FRACTION = Range(0, 1)
+# a token count: above any model's context, so a typo (1e12) is refused before anything is
+# sized from it; the model's own context length is checked before its weights load
+TOKENS = Range(1, 2**20, why="(tokens)")
 
 
 # where things are written or shown, the held-out check: no effect on the reference or the
@@ -99,9 +106,11 @@ def _doc(
     reference: bool | str = True,
     resume: bool = False,
     range: Range | None = None,
+    follows: str | None = None,
 ) -> Any:
     """A field with its help text and what it means to the rest of aapo (module docstring)."""
-    metadata = {"help": text, "reference": reference, "resume": resume, "range": range}
+    metadata = {"help": text, "reference": reference, "resume": resume, "range": range,
+                "follows": follows}  # fmt: skip
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -188,9 +197,13 @@ class TrainConfig:
     max_prompt_length: int = _doc(
         512,
         "Prompts longer than this (in tokens) are skipped at load time, counted.",
-        range=AT_LEAST_ONE,
+        range=TOKENS,
     )
-    max_completion_length: int = _doc(64, "New-token cap per completion.", range=AT_LEAST_ONE)
+    max_completion_length: int = _doc(
+        64,
+        "New-token cap per completion; a prompt plus this must fit the model's context.",
+        range=TOKENS,
+    )
     temperature: float = _doc(
         1.0,
         "Sampling temperature for policy and reference; the loss uses logits / T too.",
@@ -383,10 +396,17 @@ class TrainConfig:
     )
     reward_weights: list[float] | None = _doc(
         None,
-        "One weight per reward function; null = all 1.0.",
+        "One weight per reward function; null = all 1.0. A recipe's weights follow its "
+        "functions by name when --reward_funcs reorders or drops some; other lists need "
+        "their own --reward_weights.",
         reference="reward_weights",
+        follows="reward_funcs",
     )
-    reward_kwargs: dict = _doc({}, "Per-function parameters, e.g. {cosine: {max_length: 3584}}.")
+    reward_kwargs: dict = _doc(
+        {},
+        "Per-function parameters, e.g. {cosine: {max_length: 3584}}.",
+        follows="reward_funcs",
+    )
     reward_timeout: float = _doc(
         30.0,
         "Seconds a reward call may take before it is skipped (counted).",
@@ -501,7 +521,7 @@ class TrainConfig:
         None,
         "Token cap for that check; null = max_completion_length.",
         **BOOKKEEPING,
-        range=AT_LEAST_ONE,
+        range=TOKENS,
     )
 
     def __post_init__(self) -> None:
@@ -514,14 +534,29 @@ class TrainConfig:
                 f"{layout.steps_per_generation_batch} optimizer steps one generation batch "
                 "feeds (checkpoints are taken between generation batches)"
             )
+        if self.dataset_name == "synthetic" and self.dataset_size < layout.generation_prompts:
+            micro = self.steps_per_generation or self.gradient_accumulation_steps
+            raise ValueError(
+                f"dataset_size = {self.dataset_size} problems is fewer than the "
+                f"{layout.generation_prompts} prompts one generation batch draws "
+                f"(per_device_train_batch_size {self.per_device_train_batch_size} x "
+                f"steps_per_generation {micro} / num_generations {self.num_generations})"
+            )
         self._check_rewards()
+        resolve_user_template(self.prompt_template)  # a missing {problem}, a stray brace
         if self.delta_low > self.delta_high:
             raise ValueError(
                 f"delta_low ({self.delta_low}) must be <= delta_high ({self.delta_high})"
             )
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
             raise ValueError("set max_steps > 0, or max_steps -1 with num_train_epochs > 0")
-        _check_scheduler(self.lr_scheduler_type)
+        check_scheduler(
+            self.lr_scheduler_type,
+            self.lr_scheduler_kwargs,
+            self.learning_rate,
+            self.warmup_ratio,
+            self.max_steps if self.max_steps > 0 else None,  # None: a stand-in length
+        )
 
     def _check_ranges(self) -> None:
         """Every numeric option inside the range its declaration names, with its value."""
@@ -534,6 +569,12 @@ class TrainConfig:
     def _check_rewards(self) -> None:
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one reward function")
+        repeated = sorted({spec for spec in self.reward_funcs if self.reward_funcs.count(spec) > 1})
+        if repeated:  # one metric name, one reward_kwargs entry: the same scores twice
+            raise ValueError(
+                f"reward_funcs lists {repeated} more than once: with the same reward_kwargs it "
+                "scores the same each time, so list it once and give it the summed weight"
+            )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries but reward_funcs has "
@@ -623,11 +664,3 @@ def _literal_values(hint: Any) -> tuple | None:
         if typing.get_origin(arg) is Literal:
             return typing.get_args(arg)
     return None
-
-
-def _check_scheduler(name: str) -> None:
-    from transformers.trainer_utils import SchedulerType
-
-    allowed = [kind.value for kind in SchedulerType]
-    if name not in allowed:
-        raise ValueError(f"lr_scheduler_type must be one of {allowed}, got {name!r}")

@@ -27,15 +27,15 @@ from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
 from aapo.models import (
+    inspect_model,
     load_tokenizer,
     precision_plan,
-    resolve_model_path,
     save_pretrained_as,
     training_device,
 )
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sampler
-from aapo.training import builders, deepspeed_engine
+from aapo.training import builders, deepspeed_engine, scored
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.evaluate import held_out_metrics
@@ -96,13 +96,19 @@ class Trainer:
     ) -> None:
         acc = self.accelerator
         with acc.main_process_first():  # smollm2-135m converts once, not once per process
-            model_path = resolve_model_path(config.model_name_or_path)
+            self.model_info = inspect_model(config.model_name_or_path)  # config.json only
+        model_path = self.model_info.path
         if config.sampler == "vllm":  # what the engine cannot do is refused before any load
             from aapo.training.rollout_engine import check_vllm_options
 
             check_vllm_options(config, model_path, acc.device.type)
         self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
+        builders.check_context(config, self.data, self.model_info)
+        scored.probe(scorer, self.rows, self.tokenizer)  # each reward once, on real rows
+        builders.check_output_dir(
+            config, self.model_info, self.data.total_steps, self.precision.save_dtype
+        )
 
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)

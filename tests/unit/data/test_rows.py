@@ -2,6 +2,7 @@
 
 import pytest
 
+from aapo.config import ConfigError
 from aapo.data.rows import epoch_order, prepare_rows
 from aapo.models import load_tokenizer
 
@@ -25,8 +26,11 @@ def test_long_prompts_are_counted_out_and_all_long_is_an_error():
     rows = [{"problem": "1 + 1", "answer": "2"}, {"problem": "9 " * 400, "answer": "9"}]
     prepared, skipped = prepare_rows(rows, tokenizer, None, "plain", 64)
     assert (len(prepared), skipped) == (1, 1)
-    with pytest.raises(ValueError, match="every prompt is longer than max_prompt_length=2"):
+    shortest = len(prepared[0].prompt_ids)
+    with pytest.raises(ConfigError) as info:  # was a bare ValueError: a traceback in the CLI
         prepare_rows(rows, tokenizer, None, "plain", 2)
+    assert "every prompt is longer than max_prompt_length=2 tokens" in str(info.value)
+    assert f"raise max_prompt_length to at least {shortest}" in str(info.value)
 
 
 def test_epoch_order_is_a_seeded_permutation():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from aapo.rewards.errors import RewardReturnError
 from aapo.rewards.reward_process import ProcessReward, RewardWorkerError
 from aapo.rewards.scoring import RewardScorer
 
@@ -69,18 +70,39 @@ def test_none_and_nan_mean_not_applicable():
 @pytest.mark.parametrize(
     "result, message",
     [
-        ([1.0, 2.0], r"'short' returned 2 scores for 3 completions"),
-        (np.ones((3, 1)), r"'short' returned an array of shape \(3, 1\)"),
-        ("abc", r"'short' must return a list, got str"),
-        ([1.0, "x", 2.0], r"'short' returned 'x'; scores must be numbers"),
-        ([True, 1.0, 1.0], r"'short' returned True"),
-        ([1.0, math.inf, 1.0], r"'short' returned a non-finite score"),
+        ([1.0, 2.0], r"'short' returned 2 scores for 3 completions: \[1.0, 2.0\]; expected"),
+        (np.ones((3, 1)), r"'short' returned an array of shape \(3, 1\); expected a list of 3"),
+        ([[1.0], [2.0], [3.0]], r"'short' returned \[1.0\] \(list\) for completion 0; expected"),
+        ("abc", r"'short' returned a str 'abc'; expected a list of 3 numbers or None"),
+        (None, r"'short' returned None; expected a list of 3 numbers or None"),
+        ((x for x in [1.0, 2.0, 3.0]), r"'short' returned a generator <generator object"),
+        ([1.0, "x", 2.0], r"'short' returned 'x' \(str\) for completion 1; expected"),
+        ([True, 1.0, 1.0], r"'short' returned True \(bool\) for completion 0"),
+        ([1.0, math.inf, 1.0], r"'short' returned inf for completion 1; expected"),
+        ([1.0, 1.0, -(10**400)], r"'short' returned -1000000000.* for completion 2"),
     ],
-)
+)  # fmt: skip
 def test_a_wrong_result_raises_naming_the_function(result, message):
     scorer = RewardScorer(["short"], [lambda prompts, completions, **kw: result])
-    with pytest.raises((ValueError, TypeError), match=message):
+    with pytest.raises(RewardReturnError, match=message):
         _score(scorer)
+
+
+@pytest.mark.parametrize("value", [1e308, -3.5e38, np.float64(1e300)])
+def test_a_finite_score_beyond_float32_is_refused_as_written_not_as_inf(value):
+    """Scores are kept in float32, where these are inf: the message used to say "inf"."""
+    scorer = RewardScorer(["huge"], [lambda prompts, completions, **kw: [0.0, value, 0.0]])
+    with pytest.raises(RewardReturnError) as info:
+        _score(scorer)
+    message = str(info.value)
+    assert f"'huge' returned {float(value)!r} for completion 1" in message
+    assert "inf" not in message.replace("finite", "")
+    assert "within float32's ±3.4e+38" in message
+
+
+def test_none_for_every_completion_is_not_applicable_not_an_error():
+    scorer = RewardScorer(["skip"], [lambda prompts, completions, **kw: [None] * 3])
+    assert torch.isnan(_score(scorer)).all()
 
 
 @pytest.mark.parametrize(
@@ -179,3 +201,16 @@ def test_a_plug_in_name_runs_in_a_worker_that_imports_the_plug_in():
     assert isinstance(scorer.functions[0], ProcessReward)
     assert _score(scorer).tolist() == [[0.0, 0.0, 0.0]]
     scorer.close()
+
+
+def test_rewards_with_the_same_short_name_get_distinct_metric_names():
+    """`accuracy` and `mine:accuracy` both logged rewards/accuracy/mean, one over the other."""
+    from aapo.rewards.scoring import metric_names
+
+    assert metric_names(["accuracy", "mine:accuracy", "format"]) == [
+        "accuracy",
+        "accuracy_2",
+        "format",
+    ]
+    # a suffixed name never takes another reward's own short name
+    assert metric_names(["a:acc", "b.acc", "c:acc_2"]) == ["acc", "acc_3", "acc_2"]

@@ -1,7 +1,11 @@
 """The trainer's named builders: options flow to estimators by signature, defaults fill unset
 options, and bad rewards fail before any model loads."""
 
+import json
+from pathlib import Path
+
 import pytest
+import torch
 
 from aapo.algorithms import AdvantageResult, get_advantage, register_advantage
 from aapo.config import load_config
@@ -125,3 +129,97 @@ def test_estimator_receives_gain_in_a_real_step(tmp_path):
     )
     trainer.train()
     assert RECEIVED == [7.0]
+
+
+@pytest.fixture
+def weights_must_not_load(monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the check")
+
+    monkeypatch.setattr(builders, "load_model", must_not_load)
+
+
+def _small_jsonl(tmp_path, rows: int):
+    path = tmp_path / "small.jsonl"
+    lines = [json.dumps({"problem": f"{i} + 1", "answer": str(i + 1)}) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_completion_length": 100000},
+         r"longest prompt \(\d+ tokens, row \d+\) plus max_completion_length 100000 is \d+ tokens, "
+         r"beyond the 512 positions of model 'bundled' \(max_position_embeddings in config.json\)"
+         r": lower max_completion_length to at most \d+$"),
+        ({"max_completion_length": 500},
+         r"lower max_completion_length to at most \d+, or max_prompt_length to at most 12 "),
+        ({"eval_num_problems": 4, "eval_max_new_tokens": 600},
+         r"plus eval_max_new_tokens 600 is \d+ tokens"),
+        ({"max_prompt_length": 3},
+         r"every prompt is longer than max_prompt_length=3 tokens \(the shortest has \d+"),
+        ({"dataset_name": "SMALL"},
+         r"3 usable prompts is fewer than the 8 one generation batch draws over 1 processes"),
+    ],
+)  # fmt: skip
+def test_checks_on_config_json_and_the_prompts_run_before_the_weights_load(
+    tmp_path, weights_must_not_load, overrides, message
+):
+    """Each was found after the weights loaded (or during the first generation), or was a
+    bare ValueError: a traceback from the CLI."""
+    from aapo.config import ConfigError
+    from aapo.training.trainer import Trainer
+
+    if overrides.get("dataset_name") == "SMALL":
+        overrides = {"dataset_name": _small_jsonl(tmp_path, 3)}
+    config = TrainConfig(output_dir=str(tmp_path / "run"), report_to=[], **overrides)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config)
+
+
+@pytest.mark.parametrize("case", ["file", "inside a file", "not writable"])
+def test_an_unusable_output_dir_is_refused_before_the_weights_load(
+    tmp_path, weights_must_not_load, case
+):
+    from aapo.config import ConfigError
+    from aapo.training.trainer import Trainer
+
+    (tmp_path / "f").write_text("")
+    output_dir, message = {
+        "file": (tmp_path / "f", r"output_dir '.*/f' is a file: choose a directory"),
+        "inside a file": (tmp_path / "f" / "run", r"'.*/f/run' is inside '.*/f', a file"),
+        "not writable": (Path("/sys/aapo-test-run"), r"cannot be used: it is not writable"),
+    }[case]
+    if case == "not writable" and not Path("/sys").is_dir():
+        pytest.skip("needs Linux's /sys, where even root cannot create a directory")
+    config = TrainConfig(output_dir=str(output_dir), report_to=[], dataset_size=64)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config)
+
+
+def test_the_disk_must_have_room_for_the_run(tmp_path):
+    from aapo.config import ConfigError
+    from aapo.model_sources import ModelInfo
+
+    huge = ModelInfo(str(tmp_path), "qwen2", 512, None, parameters=10**13)
+    config = TrainConfig(output_dir=str(tmp_path / "run"), save_steps=0)
+    with pytest.raises(ConfigError, match=r"free on its disk, but this run writes about 40.0 TB"):
+        builders.check_output_dir(config, huge, 100, torch.float32)
+
+
+def test_what_a_run_writes_is_its_final_model_and_the_checkpoints_kept_at_once():
+    from aapo.model_sources import ModelInfo
+
+    model = ModelInfo("m", "qwen2", 512, None, parameters=1000)
+    # final model: 1000 parameters x 2 bytes (bf16) = 2000
+    only_final = TrainConfig(save_steps=0)
+    assert builders.output_bytes(only_final, model, 100, torch.bfloat16)[0] == 2000
+    # saves at steps 8, 16, ..., 96 (12 of them); 2 kept, a 3rd written before one goes;
+    # each 1000 x 12 bytes (fp32 weights + AdamW's two moments): 2000 + 3 x 12000
+    config = TrainConfig(save_steps=8, save_total_limit=2)
+    needed, parts = builders.output_bytes(config, model, 100, torch.bfloat16)
+    assert needed == 2000 + 3 * 12000
+    assert parts == "the final model 2.0 KB, 3 checkpoints at once of 12.0 KB each"
+    keep_all = TrainConfig(save_steps=8, save_total_limit=None)
+    assert builders.output_bytes(keep_all, model, 100, torch.bfloat16)[0] == 2000 + 12 * 12000

@@ -90,3 +90,142 @@ def test_bad_options_are_refused_when_the_config_is_built(args, message):
     """Each of these used to fail late (after the model loaded) or never."""
     with pytest.raises(ConfigError, match=message):
         load_config(TrainConfig, "default", args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max_completion_length", "1000000000000"],
+         r"max_completion_length must be in \[1, 1048576\] \(tokens\), got 1000000000000"),
+        (["--max_prompt_length", "0"], r"max_prompt_length must be in \[1, 1048576\]"),
+        (["--prompt_template", "Solve this:"], "neither a known name .* nor a template"),
+        (["--prompt_template", "Solve {problem} in {lang}"], r"uses \{lang\}; its only field"),
+        (["--prompt_template", "{} {problem}"], r"uses \{\}; its only field"),
+        (["--prompt_template", "Solve {problem"], "not a valid template: expected '}'"),
+        (["--prompt_template", "Solve {problem} }"], "not a valid template: Single '}'"),
+        (["--prompt_template", "{problem:{width}}"], "cannot be filled in: KeyError"),
+        (["--dataset_size", "7"],
+         r"dataset_size = 7 problems is fewer than the 8 prompts one generation batch draws"),
+        (["--lr_scheduler_kwargs", "{min_lr_rate: 0.1}"],
+         r"\['min_lr_rate'\] are not options of lr_scheduler_type 'constant' \(it takes none\)"),
+        (["--lr_scheduler_type", "cosine", "--lr_scheduler_kwargs", "{min_lr_rate: 0.1}"],
+         r"not options of lr_scheduler_type 'cosine' \(it takes \['num_cycles'\]\)"),
+        (["--lr_scheduler_type", "warmup_stable_decay"],
+         r"'warmup_stable_decay' needs lr_scheduler_kwargs \['num_decay_steps'\]"),
+        (["--lr_scheduler_type", "cosine_with_min_lr"], "One of min_lr or min_lr_rate"),
+        (["--lr_scheduler_type", "cosine_with_min_lr", "--lr_scheduler_kwargs",
+          "{min_lr_rate: abc}"], "'cosine_with_min_lr' with lr_scheduler_kwargs"),
+        (["--lr_scheduler_type", "cosine_with_min_lr", "--lr_scheduler_kwargs",
+          "{min_lr: 1e-6}"], r"\['min_lr'\] arrived as text: YAML reads 1e-6 as text"),
+        (["--lr_scheduler_type", "polynomial", "--lr_scheduler_kwargs", "{lr_end: 0.001}"],
+         r"lr_end \(0.001\) must be smaller than initial lr \(0.0001\)"),
+        (["--lr_scheduler_type", "reduce_lr_on_plateau"], "steps on a metric"),
+        (["--lr_scheduler_type", "linear", "--lr_scheduler_kwargs", "{num_training_steps: 5}"],
+         r"sets \['num_training_steps'\], which aapo sets itself"),
+    ],
+)  # fmt: skip
+def test_checks_that_need_no_model_refuse_when_the_config_is_built(args, message):
+    """Each of these was accepted here and failed after the model loaded, or never."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, "default", args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--prompt_template", "Answer in {{braces}}: {problem!s}"],
+        ["--prompt_template", "eval_math", "--dataset_size", "8"],
+        ["--lr_scheduler_type", "cosine_with_min_lr", "--lr_scheduler_kwargs", "{min_lr: 1.0e-6}"],
+        ["--lr_scheduler_type", "warmup_stable_decay", "--lr_scheduler_kwargs",
+         "{num_decay_steps: 500}"],
+    ],
+)  # fmt: skip
+def test_what_those_checks_must_still_accept(args):
+    load_config(TrainConfig, "default", args)
+
+
+def test_eval_prompt_template_is_checked_when_the_config_is_built():
+    from aapo.evaluation import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"uses \{lang\}"):
+        load_config(EvalConfig, None, ["--prompt_template", "{problem} in {lang}"])
+
+
+@pytest.mark.parametrize(
+    ("recipe", "args", "weights", "kwargs"),
+    [
+        # default: reward_funcs [format, accuracy], reward_weights [0.5, 1.0]
+        ("default", ["--reward_funcs", "[accuracy, format]"], [1.0, 0.5], {}),
+        ("default", ["--reward_funcs", "[accuracy]"], [1.0], {}),
+        ("default", ["--reward_funcs", "[format, accuracy, cosine]", "--reward_weights",
+                     "[1, 2, 3]"], [1.0, 2.0, 3.0], {}),
+        ("default", ["--reward_funcs", "[format, cosine]", "--reward_weights", "null"], None, {}),
+        # aapo_1.5b: [format, cosine], [1.0, 2.0]
+        ("aapo_1.5b", ["--reward_funcs", "[cosine, format]"], [2.0, 1.0], {}),
+        # KWARGS_RECIPE: [accuracy, overlong], [1.0, 0.5], {overlong: {buffer: 16}}
+        ("KWARGS_RECIPE", ["--reward_funcs", "[overlong, accuracy]"], [0.5, 1.0],
+         {"overlong": {"buffer": 16}}),
+        ("KWARGS_RECIPE", ["--reward_funcs", "[accuracy]"], [1.0], {}),
+    ],
+)  # fmt: skip
+def test_recipe_weights_and_kwargs_follow_their_functions_by_name(
+    tmp_path, recipe, args, weights, kwargs
+):
+    """The default recipe's [0.5, 1.0] stayed by position: `--reward_funcs [accuracy, format]`
+    trained accuracy at 0.5 and format at 1.0; dropping one was refused for a length, and
+    dropping one with reward_kwargs was refused for naming a function no longer listed."""
+    if recipe == "KWARGS_RECIPE":
+        recipe = tmp_path / "run.yaml"
+        recipe.write_text(
+            "reward_funcs: [accuracy, overlong]\nreward_weights: [1.0, 0.5]\n"
+            "reward_kwargs: {overlong: {buffer: 16}}\n"
+        )
+    config = load_config(TrainConfig, recipe, args)
+    assert config.reward_weights == weights
+    assert config.reward_kwargs == kwargs
+
+
+def test_weights_a_file_gives_the_default_functions_follow_them_too(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("reward_weights: [0.25, 1.0]\n")  # the default reward_funcs: format, accuracy
+    config = load_config(TrainConfig, path, ["--reward_funcs", "[accuracy, format]"])
+    assert config.reward_weights == [1.0, 0.25]
+
+
+def test_functions_the_recipe_has_no_weight_for_are_refused_naming_its_weights():
+    """It used to blame reward_weights' length, an option the user never set."""
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, "default", ["--reward_funcs", "[format, accuracy, cosine]"])
+    message = str(info.value)
+    assert (
+        "reward_funcs ['format', 'accuracy', 'cosine'] on the command line is not a "
+        "reordering or subset of reward_funcs ['format', 'accuracy'] (set in default)" in message
+    )
+    assert "the reward_weights [0.5, 1.0] that default gives them by position" in message
+    assert "give --reward_weights too (3 entries, or null)" in message
+
+
+def test_a_reward_listed_twice_is_refused():
+    """Both uses shared one metric key (rewards/accuracy/mean) and one reward_kwargs entry."""
+    with pytest.raises(ConfigError, match=r"lists \['accuracy'\] more than once.*summed weight"):
+        load_config(TrainConfig, "default", ["--reward_funcs", "[accuracy, format, accuracy]"])
+
+
+def test_a_refusal_names_where_options_the_user_did_not_type_came_from():
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, "default", ["--num_iterations", "3"])
+    message = str(info.value)
+    assert message.startswith("save_steps = 50 must be a multiple of the 3 optimizer steps")
+    assert message.endswith("[save_steps: set in default; the command line set num_iterations]")
+
+
+def test_the_cosine_cap_follows_an_overridden_completion_length():
+    """The 1.5B recipe pinned cosine's max_length at 3584: --max_completion_length 1024 left
+    the reward scaled for lengths the run can no longer reach."""
+    from aapo.training.builders import _reward_params
+
+    assert _reward_params("cosine", load_config(TrainConfig, "aapo_1.5b", [])) == {
+        "max_length": 3584
+    }
+    shorter = load_config(TrainConfig, "aapo_1.5b", ["--max_completion_length", "1024"])
+    assert _reward_params("cosine", shorter) == {"max_length": 1024}

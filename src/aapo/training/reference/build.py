@@ -24,13 +24,7 @@ from tqdm.auto import tqdm
 from aapo.algorithms import combine_rewards
 from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
-from aapo.models import (
-    load_model,
-    load_tokenizer,
-    precision_plan,
-    resolve_model_path,
-    training_device,
-)
+from aapo.models import inspect_model, load_model, load_tokenizer, precision_plan, training_device
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout.sampler import Sample, Sampler, SamplingParams
 from aapo.training import builders
@@ -48,7 +42,7 @@ from aapo.training.reference.cache import (
     write_manifest,
     write_shard,
 )
-from aapo.training.scored import score
+from aapo.training.scored import probe, score
 
 log = logging.getLogger("aapo")
 
@@ -91,9 +85,13 @@ def _fill(
     count: int,
 ) -> Path:
     with accelerator.main_process_first():  # smollm2-135m converts once
-        model_path = resolve_model_path(config.model_name_or_path)
+        info = inspect_model(config.model_name_or_path)  # config.json only
+    model_path = info.path
     tokenizer = load_tokenizer(model_path)
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
+    builders.check_context(config, data, info)
+    probe(scorer, data.rows, tokenizer)  # each reward once, on real rows
+    builders.check_writable_dir(Path(config.reference_cache), "reference_cache")
     model = load_model(model_path, dtype, accelerator.device)  # the weights training loads
     model.eval()
     model.requires_grad_(False)
