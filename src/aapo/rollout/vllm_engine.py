@@ -209,8 +209,8 @@ class VLLMEngine:
     prompt + completion. max_num_seqs: sequences decoded together (a rollout's prompts × n).
     num_threads: torch threads while the engine runs (None: whatever the caller has).
     kv_cache_bytes: None computes it on CPU (module docstring). engine_options: more
-    `vllm.LLM` arguments (enforce_eager is on by default on CPU: start-up in seconds rather
-    than the half-minute torch.compile takes; the two decode at the same speed here).
+    `vllm.LLM` arguments. On CPU enforce_eager is on unless given: vLLM's torch.compile path
+    decoded SmolLM2-135M ~15% faster but started ~30 s later (benchmarks/vllm_engine_speed.py).
     """
 
     def __init__(
