@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: what was done is kept (each command says what), quietly
+        print(f"aapo {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> None:

@@ -4,7 +4,8 @@ and loading one runs no code.
 Everything is written into `checkpoint-N.tmp` and renamed to `checkpoint-N` at the end (a
 rename is atomic on POSIX), so a run killed at any moment, SIGKILL included, leaves only
 complete checkpoints behind; an exception or Ctrl-C inside the save removes the `.tmp`
-directory, so a retried save starts clean. A checkpoint holds:
+directory, so a retried save starts clean (and a Ctrl-C stays a KeyboardInterrupt, however
+torch wrapped it). A checkpoint holds:
 
     model.safetensors     the trainable weights (all of them, or only the LoRA adapters)
     optimizer.pt          the optimizer's state_dict: tensors and plain values
@@ -144,14 +145,29 @@ def _save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def _disk_full(err: BaseException) -> bool:
-    while err is not None:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        if "No space left on device" in str(err) or "os error 28" in str(err):
-            return True  # safetensors reports the OS error inside its own exception
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
-    return False
+def _chain(err: BaseException | None) -> list[BaseException]:
+    """`err` and the exceptions it was raised from or while handling, outermost first."""
+    out = []
+    while err is not None and err not in out:
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def disk_full(err: BaseException) -> bool:
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+        # safetensors reports the OS error inside its own exception
+        or "No space left on device" in str(e)
+        or "os error 28" in str(e)
+        for e in _chain(err)
+    )
+
+
+def interrupted(err: BaseException) -> bool:
+    """A Ctrl-C, possibly wrapped: torch.save turns a KeyboardInterrupt raised inside its
+    write callback into a RuntimeError ("[enforce fail at inline_container.cc ...]")."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(err))
 
 
 def save_checkpoint(
@@ -186,7 +202,9 @@ def save_checkpoint(
     except BaseException as err:
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, Exception) and _disk_full(err):
+        if isinstance(err, Exception) and interrupted(err):
+            raise KeyboardInterrupt from None  # a Ctrl-C, stopping as it does anywhere else
+        if isinstance(err, Exception) and disk_full(err):
             raise CheckpointError(
                 f"no space left on device while writing {final.name} to {output_dir}"
             ) from err

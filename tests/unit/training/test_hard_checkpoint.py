@@ -2,8 +2,10 @@
 and which config changes a resume must refuse."""
 
 import errno
+import io
 import json
 import random
+import traceback
 
 import numpy as np
 import pytest
@@ -157,3 +159,48 @@ def test_trajectory_config_differences_ignores_bookkeeping_only():
         "max_steps: 10 → 20",
     ]
     assert ckpt.trajectory_config_differences(saved, {**saved, "max_steps": 10.0}) == []
+
+
+class InterruptedFile(io.FileIO):
+    """A file whose second write is cut by Ctrl-C, as a SIGINT landing inside torch.save's
+    write callback does."""
+
+    writes = 0
+
+    def write(self, data):
+        type(self).writes += 1
+        if type(self).writes == 2:
+            raise KeyboardInterrupt
+        return super().write(data)
+
+
+def test_ctrl_c_inside_torch_save_is_a_keyboard_interrupt_not_a_torch_error(tmp_path, monkeypatch):
+    def save_torch(obj, path):
+        with InterruptedFile(path, "wb") as handle:
+            torch.save(obj, handle)  # torch wraps the interrupt in a RuntimeError
+
+    monkeypatch.setattr(ckpt, "_save_torch", save_torch)
+    with pytest.raises(KeyboardInterrupt) as info:
+        _save(tmp_path, step=2)
+    shown = "".join(traceback.format_exception(info.value))
+    assert "inline_container" not in shown and "RuntimeError" not in shown
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_makes_the_command_line_stop_quietly(monkeypatch, capsys):
+    from aapo import cli
+    from aapo.training import trainer
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    try:
+        cli.main(["train", "--max_steps", "1"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the command line with a traceback")
+    except SystemExit as exit:
+        assert exit.code == 130
+    else:
+        pytest.fail("no exit status")
+    assert capsys.readouterr().err.strip() == "aapo train: interrupted"
