@@ -6,12 +6,15 @@ generation batches until `total_steps` optimizer steps are taken. Prompts come f
 permutation per epoch (`data.rows.epoch_order`) read at a cursor that checkpoints store, so a
 resumed run sees the same batches. Checkpoints are taken between generation batches; an
 exception or Ctrl-C mid-run saves the last completed one, with the RNG state and cursor as
-they were right after it, before it propagates, so no work is lost.
+they were right after it, before it propagates, so no work is lost. The final model is staged
+and moved into place file by file (`files.move_into_place`); when that fails, a checkpoint of
+the final step is saved (or the last one kept) and the error names it.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -25,6 +28,7 @@ from aapo.algorithms import get_advantage, get_algorithm
 from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
+from aapo.files import move_into_place
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
 from aapo.models import (
     load_tokenizer,
@@ -38,11 +42,13 @@ from aapo.rollout import Sampler
 from aapo.training import builders, deepspeed_engine
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
+from aapo.training.distributed import gather_lists
 from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
 from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
+FINAL_STAGING = "final.tmp"  # the final save's files, before they move into output_dir
 PROGRESS_KEYS = {
     "reward": "reward",
     "rewards/accuracy/mean": "acc",
@@ -74,6 +80,7 @@ class Trainer:
             deepspeed_engine.check_options(config)
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
+        self.last_checkpoint: Path | None = None  # the newest checkpoint of this run's steps
         self.cursor = 0  # prompts drawn so far, over every process
         self.completions: JsonlSink | None = None  # completions.jsonl, with log_completions
         self.algorithm = get_algorithm(config.algorithm)
@@ -194,11 +201,12 @@ class Trainer:
             for sink in [*sinks, *([self.completions] if self.completions else [])]:
                 sink.close()
             self.parts.scorer.close()  # reward workers end with the run, hung or not
+        end = ckpt.rng_state(), self.cursor  # what a checkpoint of the final step holds
         if cfg.eval_num_problems:
             after = last if "eval/accuracy" in last else self._held_out()
             summary["held_out_accuracy_after"] = after["eval/accuracy"]
         summary.update(final_metrics=last, steps=step)
-        self._save_final(summary)
+        self._save_final(summary, step, *end)
         return summary
 
     def _run_steps(
@@ -250,6 +258,7 @@ class Trainer:
             path, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc
         )
         log.info("resumed from %s at step %d", path, state["step"])
+        self.last_checkpoint = path
         self.cursor = state["data_cursor"]
         return state["step"]
 
@@ -292,10 +301,10 @@ class Trainer:
             log.info("held-out accuracy (greedy, %d problems): %.3f", len(rows), accuracy)
         return metrics
 
-    def _save(self, step: int, rng: dict[str, Any], cursor: int) -> None:
+    def _save(self, step: int, rng: dict[str, Any], cursor: int) -> Path | None:
         if self.deepspeed:  # reached only when a run fails: save_steps is refused at start
             log.error("no checkpoint under DeepSpeed (ZeRO partitions the optimizer state)")
-            return
+            return None
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
         path = ckpt.save_checkpoint(
@@ -310,19 +319,77 @@ class Trainer:
         )
         if acc.is_main_process:
             ckpt.rotate(self.output_dir, self.config.save_total_limit, newest=path)
+        self.last_checkpoint = path
+        return path
 
-    def _save_final(self, summary: dict[str, Any]) -> None:
+    def _save_final(
+        self, summary: dict[str, Any], step: int, rng: dict[str, Any], cursor: int
+    ) -> None:
+        """The model, tokenizer and card, staged in `final.tmp` and moved into output_dir,
+        each file whole or not at all. When that fails (a full disk, Ctrl-C), a checkpoint of
+        the final step is saved, or failing that too the last one is kept, and the error
+        names it, so the trained steps can be resumed rather than lost."""
         acc = self.accelerator
         acc.wait_for_everyone()
         weights = ckpt.gathered_weights(self.model)  # FSDP: a collective; else None
-        if not acc.is_main_process:
-            return
-        model = acc.unwrap_model(self.model)
-        save_pretrained_as(model, self.output_dir, self.precision.save_dtype, weights)
-        self.tokenizer.save_pretrained(self.output_dir)
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.save_pretrained(self.output_dir)
-        write_model_card(self.output_dir, self.config, summary)
+        failure: BaseException | None = None
+        if acc.is_main_process:
+            try:
+                self._write_final(weights, summary)
+            except BaseException as err:
+                failure = err
+        if any(gather_lists(acc, [failure is not None])):
+            self._keep_final_state(step, rng, cursor, failure)
+
+    def _write_final(self, weights: dict[str, Any] | None, summary: dict[str, Any]) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        staging = self.output_dir / FINAL_STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
+        staging.mkdir(parents=True)
+        try:
+            save_pretrained_as(model, staging, self.precision.save_dtype, weights)
+            self.tokenizer.save_pretrained(staging)
+            if getattr(model, "generation_config", None) is not None:
+                model.generation_config.save_pretrained(staging)
+            write_model_card(staging, self.config, summary, name=self.output_dir.name)
+            move_into_place(staging, self.output_dir, last=("config.json", "adapter_config.json"))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _keep_final_state(
+        self, step: int, rng: dict[str, Any], cursor: int, failure: BaseException | None
+    ) -> None:
+        """After a failed final save (on the main process; `failure` is None elsewhere):
+        checkpoint the final step if possible, say which checkpoint holds the run, raise."""
+        if failure is None:
+            why = "it failed on the main process"
+        elif ckpt.interrupted(failure):
+            why = "interrupted"
+        elif ckpt.disk_full(failure):
+            why = "no space left on device"
+        else:
+            why = f"{type(failure).__name__}: {failure}"
+        log.error("the final model could not be saved to %s (%s)", self.output_dir, why)
+        try:
+            self._save(step, rng, cursor)
+        except Exception as err:  # a full disk stays full: keep the last checkpoint instead
+            log.error("no checkpoint of step %d either (%s)", step, err)
+        kept = self.last_checkpoint
+        if kept is None:
+            message = (
+                f"the final model could not be saved to {self.output_dir} ({why}) and no "
+                "checkpoint holds this run's steps (save_steps is 0): they are lost"
+            )
+        else:
+            kept_step = ckpt.read_trainer_state(kept)["step"]
+            message = (
+                f"the final model could not be saved to {self.output_dir} ({why}); {kept} "
+                f"holds step {kept_step} of {self.total_steps}: resume with --resume {kept}"
+            )
+        log.error(message)
+        if failure is not None and ckpt.interrupted(failure):
+            raise KeyboardInterrupt from None
+        raise ckpt.CheckpointError(message) from failure
 
     def _sinks(self, resume_step: int | None) -> list[MetricSink]:
         if not self.accelerator.is_main_process:
