@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    from aapo.metrics import MetricsFileError
     from aapo.rewards.reward_process import RewardWorkerError
     from aapo.training.checkpoint import CheckpointError
 
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         DatasetError,
         FileNotFoundError,
         CheckpointError,
+        MetricsFileError,
         RewardWorkerError,
     ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)

@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,15 @@ PROGRESS_KEYS = {
 }
 
 
+@dataclass(frozen=True)
+class Resume:
+    """The checkpoint a run resumes from, checked before any model loads."""
+
+    path: Path
+    state: dict[str, Any]  # its trainer_state.json, every field checked
+    same_settings: bool  # written with this run's settings: its position is checked too
+
+
 class Trainer:
     """A run's parts, built once; `train()` runs the steps."""
 
@@ -86,6 +95,8 @@ class Trainer:
         self.algorithm = get_algorithm(config.algorithm)
         estimator = get_advantage(config.advantage_estimator or self.algorithm.advantage)
         self.layout = config.batch_layout(acc.num_processes)
+        # a resume's checkpoint is checked before any model loads (its position: after data)
+        self.resume_from = self._check_resume() if config.resume_from_checkpoint else None
         scorer = builders.build_scorer(config, reward_functions)  # before any model loads
         try:
             self._build(config, estimator, scorer, policy_sampler, reference_sampler)
@@ -106,6 +117,11 @@ class Trainer:
             model_path = resolve_model_path(config.model_name_or_path)
         self.tokenizer = load_tokenizer(model_path)
         self.data = builders.build_data(config, self.tokenizer, self.layout)
+        if self.resume_from is not None:  # its settings' layout, when they are this run's
+            layout = self.layout if self.resume_from.same_settings else None
+            refills = config.max_sampling_rounds if config.informative_target() > 0 else 1
+            path, state = self.resume_from.path, self.resume_from.state
+            ckpt.check_position(path, state, self.total_steps, layout, refills)
 
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)
@@ -252,24 +268,32 @@ class Trainer:
 
     def _resume(self) -> int:
         acc = self.accelerator
-        path = ckpt.resolve_resume(self.output_dir, self.config.resume_from_checkpoint)
-        self._check_resumed_config(path)
+        assert self.resume_from is not None
+        path = self.resume_from.path
         state = ckpt.load_checkpoint(
             path, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc
         )
+        if self.scheduler.last_epoch != state["step"]:  # one scheduler step per optimizer step
+            raise ckpt.CheckpointError(
+                f"{path / ckpt.SCHEDULER}: field 'last_epoch' is {self.scheduler.last_epoch}, "
+                f"but {path / ckpt.STATE} says step {state['step']}"
+            )
         log.info("resumed from %s at step %d", path, state["step"])
         self.last_checkpoint = path
         self.cursor = state["data_cursor"]
         return state["step"]
 
-    def _check_resumed_config(self, path: Path) -> None:
-        """Settings that change the run's course must match the checkpoint's."""
-        saved = ckpt.read_trainer_state(path).get("config")
+    def _check_resume(self) -> Resume:
+        """The checkpoint to resume: its state and files checked, and its settings this run's
+        (or changed on purpose: `resume_config_changes`)."""
+        path = ckpt.resolve_resume(self.output_dir, self.config.resume_from_checkpoint)
+        state = ckpt.check_checkpoint(path, self.accelerator.num_processes)
+        saved = state.get("config")
         if saved is None:
             raise ConfigError(f"--resume: {path} records no config; it predates this version")
         changed = ckpt.trajectory_config_differences(saved, config_to_dict(self.config))
         if not changed:
-            return
+            return Resume(path, state, same_settings=True)
         listed = "; ".join(changed)
         if not self.config.resume_config_changes:
             raise ConfigError(
@@ -277,6 +301,7 @@ class Trainer:
                 "the same settings, or pass --resume_config_changes true to continue anyway"
             )
         log.warning("resuming %s with changed settings: %s", path, listed)
+        return Resume(path, state, same_settings=False)
 
     def _eval_due(self, step: int) -> bool:
         every = self.config.eval_steps
