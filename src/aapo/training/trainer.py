@@ -126,7 +126,7 @@ class Trainer:
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)
         cache = (  # fingerprinted with the initial weights: before any update
-            builders.open_reference_cache(config, model, self.data, self.tokenizer)
+            builders.open_reference_cache(config, model, self.data, self.tokenizer, scorer.names)
             if source == "cached"
             else None
         )

@@ -233,12 +233,12 @@ def done_shards(directory: Path, fingerprint: dict, layout: Layout) -> set[int]:
         if not path.exists():
             continue
         try:
-            header = read_shard_header(path)
+            header = read_shard_header(path, shard)
         except Exception as err:  # unreadable: not ours to trust, so it is sampled again
             log.warning("%s is unreadable (%s); it will be rebuilt", path, err)
             continue
-        differences = fingerprint_differences(header.get("fingerprint", {}), fingerprint)
-        differences += fingerprint_differences(header.get("layout", {}), vars(layout))
+        differences = fingerprint_differences(header["fingerprint"], fingerprint)
+        differences += fingerprint_differences(header["layout"], vars(layout))
         if differences:
             raise ReferenceCacheError(
                 f"{path} was built with other settings; choose another reference_cache or "
