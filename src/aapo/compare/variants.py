@@ -19,7 +19,7 @@ from aapo.algorithms import ALGORITHM_NAMES
 from aapo.config import ConfigError
 
 # keys a variant may not set: the runner sets them for every job
-RUNNER_KEYS = ("algorithm", "seed", "output_dir", "resume_from_checkpoint")
+RUNNER_KEYS = ("algorithm", "seed", "output_dir", "resume_from_checkpoint", "overwrite_output_dir")
 
 
 class CompareError(ConfigError):

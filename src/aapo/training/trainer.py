@@ -39,7 +39,7 @@ from aapo.models import (
 )
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sampler
-from aapo.training import builders, deepspeed_engine
+from aapo.training import builders, deepspeed_engine, run_dir
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.distributed import gather_lists
@@ -95,14 +95,32 @@ class Trainer:
         self.algorithm = get_algorithm(config.algorithm)
         estimator = get_advantage(config.advantage_estimator or self.algorithm.advantage)
         self.layout = config.batch_layout(acc.num_processes)
-        # a resume's checkpoint is checked before any model loads (its position: after data)
-        self.resume_from = self._check_resume() if config.resume_from_checkpoint else None
-        scorer = builders.build_scorer(config, reward_functions)  # before any model loads
+        # output_dir is this run's alone (held until train() ends), before any model loads
+        self._lock = run_dir.claim(
+            self.output_dir,
+            "aapo train",
+            acc,
+            lambda: run_dir.check_fresh(
+                self.output_dir, config.resume_from_checkpoint, config.overwrite_output_dir
+            ),
+        )
         try:
-            self._build(config, estimator, scorer, policy_sampler, reference_sampler)
+            # a resume's checkpoint is checked before any model loads (its position: after data)
+            self.resume_from = self._check_resume() if config.resume_from_checkpoint else None
+            scorer = builders.build_scorer(config, reward_functions)  # before any model loads
+            try:
+                self._build(config, estimator, scorer, policy_sampler, reference_sampler)
+            except BaseException:
+                scorer.close()  # its worker processes must not outlive a failed setup
+                raise
         except BaseException:
-            scorer.close()  # its worker processes must not outlive a failed setup
+            self.close()
             raise
+
+    def close(self) -> None:
+        """Let go of output_dir (train() does when it ends; idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _build(
         self,
@@ -192,8 +210,19 @@ class Trainer:
         return [replace(self.rows[i], epoch=epoch) for i in order[start : start + share]]
 
     def train(self) -> dict[str, Any]:
+        """Run the steps and save the final model; output_dir is let go of however it ends."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.config
         start_step = self._resume() if cfg.resume_from_checkpoint else 0
+        if cfg.overwrite_output_dir and self.accelerator.is_main_process:
+            replaced = run_dir.clear(self.output_dir)
+            if replaced:
+                log.warning("overwrite_output_dir: deleted the previous run's %s", replaced)
         sinks = self._sinks(resume_step=start_step if cfg.resume_from_checkpoint else None)
         summary: dict[str, Any] = {"skipped_prompts": self.data.skipped_prompts}
         provenance = self.parts.reference and self.parts.reference.provenance()
