@@ -145,19 +145,19 @@ def grade_completions(config: EvalConfig) -> dict[str, Any]:
         with SampleStore.open(output_dir, fingerprint, config.overwrite) as store:
             graded = grade_missing(data, store, grader, config.batch_size, config.progress)
             results = build_results(data.benchmarks, store, data.k)
-    total = sum(len(b.items) * data.k[b.name] for b in data.benchmarks)
-    ks = set(data.k.values())
-    return finish(
-        results,
-        config,
-        grader,
-        output_dir,
-        fingerprint,
-        started,
-        compared,
-        model=label,
-        model_path=None,
-        completions=str(path),
-        num_samples=ks.pop() if len(ks) == 1 else None,  # per benchmark in its entry
-        samples={"graded": graded, "reused": total - graded},
-    )
+            total = sum(len(b.items) * data.k[b.name] for b in data.benchmarks)
+            ks = set(data.k.values())
+            return finish(  # while the folder is still this evaluation's
+                results,
+                config,
+                grader,
+                output_dir,
+                fingerprint,
+                started,
+                compared,
+                model=label,
+                model_path=None,
+                completions=str(path),
+                num_samples=ks.pop() if len(ks) == 1 else None,  # per benchmark in its entry
+                samples={"graded": graded, "reused": total - graded},
+            )

@@ -86,19 +86,19 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             make = partial(make_sampler, config, model_path, device, dtype, tokenizer)
             generated = sample_missing(tasks, store, config, grader, make)
             results = build_results(benchmarks, store, config.num_samples)
-    return finish(
-        results,
-        config,
-        grader,
-        output_dir,
-        fingerprint,
-        started,
-        compared,
-        model=label,
-        model_path=model_path,
-        num_samples=config.num_samples,
-        samples={"generated": generated, "reused": sum(map(len, tasks)) - generated},
-    )
+            return finish(  # while the folder is still this evaluation's
+                results,
+                config,
+                grader,
+                output_dir,
+                fingerprint,
+                started,
+                compared,
+                model=label,
+                model_path=model_path,
+                num_samples=config.num_samples,
+                samples={"generated": generated, "reused": sum(map(len, tasks)) - generated},
+            )
 
 
 def resolve_device(config: EvalConfig) -> str:
