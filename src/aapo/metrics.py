@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from aapo.messages import shown
+
 log = logging.getLogger(__name__)
 
 
@@ -126,7 +128,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         step = record.get("step")
         if type(step) is not int or step < 0:
             raise MetricsFileError(
-                f"{path}:{lineno}: field 'step' must be an integer >= 0, got {step!r}"
+                f"{path}:{lineno}: field 'step' must be an integer >= 0, got {shown(step)}"
             )
         if records and step <= records[-1]["step"]:
             raise MetricsFileError(

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import torch
 
+from aapo.messages import shown
+
 log = logging.getLogger(__name__)
 BUNDLED = "bundled"
 SMOLLM2 = "smollm2-135m"
@@ -68,7 +70,7 @@ def resolve_model_path(name_or_path: str | None) -> str:
         return str(ensure_smollm2())
     path = Path(name_or_path)
     if (path.is_absolute() or name_or_path.startswith(".")) and not path.exists():
-        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
+        raise FileNotFoundError(f"model path {shown(name_or_path)} does not exist")
     return name_or_path
 
 
@@ -187,7 +189,7 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {shown(dtype)}")
     return DTYPES[dtype]
 
 

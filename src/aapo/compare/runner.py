@@ -40,6 +40,7 @@ import yaml
 from aapo.compare.runs import SUMMARY_FILE
 from aapo.compare.variants import RUNNER_KEYS, CompareError, Variant, parse_variants
 from aapo.config import config_to_dict, load_config, parse_overrides, read_yaml
+from aapo.messages import shown
 from aapo.training.checkpoint import list_checkpoints
 from aapo.training.run_dir import run_entries
 
@@ -84,13 +85,15 @@ def parse_seeds(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError as err:
-        raise CompareError(f"--seeds {text!r}: give a count N or a comma-separated list") from err
+        raise CompareError(
+            f"--seeds {shown(text)}: give a count N or a comma-separated list"
+        ) from err
     if "," not in text:
         if values[0] < 1:
-            raise CompareError(f"--seeds {text!r}: the number of seeds must be >= 1")
+            raise CompareError(f"--seeds {shown(text)}: the number of seeds must be >= 1")
         return list(range(1, values[0] + 1))
     if len(set(values)) != len(values):
-        raise CompareError(f"--seeds {text!r} repeats a seed")
+        raise CompareError(f"--seeds {shown(text)} repeats a seed")
     return values
 
 
@@ -190,9 +193,9 @@ def _check_same_config(job: Job) -> None:
     if differ:
         key = differ[0]
         raise CompareError(
-            f"{path} was trained with {key}={found.get(key)!r}, this comparison asks for "
-            f"{key}={job.planned.get(key)!r} (differing keys: {', '.join(differ)}); use another "
-            "--output_dir or delete that run"
+            f"{path} was trained with {key}={shown(found.get(key))}, this comparison asks for "
+            f"{key}={shown(job.planned.get(key))} (differing keys: {', '.join(differ)}); use "
+            "another --output_dir or delete that run"
         )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aapo.messages import shown
+
 SYSTEM_PROMPTS: dict[str, str] = {
     "r1_think": (
         "You are a helpful AI Assistant, designed to provided well-reasoned and detailed "
@@ -52,7 +54,7 @@ def resolve_user_template(name_or_text: str) -> str:
     if "{problem}" not in template:
         known = ", ".join(sorted(USER_TEMPLATES))
         raise ValueError(
-            f"prompt template {name_or_text!r} is neither a known name ({known}) nor a "
+            f"prompt template {shown(name_or_text)} is neither a known name ({known}) nor a "
             "template containing '{problem}'"
         )
     return template

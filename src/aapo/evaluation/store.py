@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from aapo.config import ConfigError
-from aapo.data.datasets import shown
 from aapo.evaluation.config import EvalConfig
 from aapo.files import atomic_write
 from aapo.locks import DirectoryLock
+from aapo.messages import shown
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class SampleStore:
         for name, now in (("prompt", prompt), ("gold", gold)):
             if record[name] != now:
                 raise ConfigError(
-                    f"{self.output_dir / SAMPLES_FILE}: {key[0]} problem {key[1]!r} has a "
+                    f"{self.output_dir / SAMPLES_FILE}: {key[0]} problem {shown(key[1])} has a "
                     f"different {name} than when it was sampled (template, system prompt, chat "
                     "template or data changed); use another --output_dir or --overwrite true"
                 )
@@ -169,7 +169,7 @@ def check_record(where: str, record: Any) -> dict[str, Any]:
 
 def _check_fingerprint(before: dict[str, Any], now: dict[str, Any], output_dir: Path) -> None:
     changed = [
-        f"{key}: {before.get(key)!r} then, {now.get(key)!r} now"
+        f"{key}: {shown(before.get(key))} then, {shown(now.get(key))} now"
         for key in sorted(set(before) | set(now))
         if before.get(key) != now.get(key)
     ]

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from aapo.messages import shown
 from aapo.rewards import processes
 
 STARTUP_TIMEOUT = 180.0  # a reward module importing torch on a loaded machine can be slow
@@ -94,7 +95,7 @@ class ProcessReward:
         for status in ("ok", "error", "bad"):
             if status in reply:
                 return status, reply[status], metrics
-        return "error", f"unreadable reply {reply!r}", {}
+        return "error", f"unreadable reply {shown(reply)}", {}
 
     def close(self) -> None:
         """Kill the worker (a later call starts a new one)."""
@@ -122,7 +123,7 @@ class ProcessReward:
             reply = {"error": f"its worker did not start within {self.startup_timeout}s"}
         if "error" in reply:
             self._kill()
-            raise RewardWorkerError(f"reward {self.spec!r}: {reply['error']}")
+            raise RewardWorkerError(f"reward {shown(self.spec)}: {reply['error']}")
         self._ready = True
 
     def _stdin(self) -> BinaryIO:

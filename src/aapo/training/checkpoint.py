@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from aapo.data.datasets import shown
+from aapo.messages import shown
 from aapo.training.config import TrainConfig, resumable_fields
 
 PREFIX = "checkpoint-"
@@ -515,6 +515,6 @@ def trajectory_config_differences(saved: Mapping[str, Any], new: Mapping[str, An
             continue
         before, after = saved.get(key, missing), new.get(key, missing)
         if before != after:
-            show = [("(absent)" if v is missing else repr(v)) for v in (before, after)]
+            show = [("(absent)" if v is missing else shown(v)) for v in (before, after)]
             out.append(f"{key}: {show[0]} → {show[1]}")
     return out

@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 import torch
 
 from aapo.config import ConfigError
-from aapo.data.datasets import shown
 from aapo.data.rows import PromptRow
 from aapo.files import atomic_write, file_sha256
+from aapo.messages import shown
 from aapo.training.config import derived_reference_entries, reference_fields
 
 FORMAT_VERSION = 1
@@ -179,13 +179,8 @@ def fingerprint_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> l
     for name in sorted(set(stored) | set(wanted)):
         a, b = stored.get(name, "<absent>"), wanted.get(name, "<absent>")
         if a != b:
-            out.append(f"{name}: cache {_short(a)}, run {_short(b)}")
+            out.append(f"{name}: cache {shown(a)}, run {shown(b)}")
     return out
-
-
-def _short(value: Any, width: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # storage ------------------------------------------------------------------------------------
@@ -463,7 +458,7 @@ class ReferenceCache:
                 problem = self.problems[row] if row < len(self.problems) else f"row {row}"
                 raise ReferenceCacheError(
                     f"reference cache {self.path} has {self.layout.draws} draws per prompt; "
-                    f"draw {use} of prompt {_short(problem, 60)} (row {row}) was asked for. "
+                    f"draw {use} of prompt {shown(problem)} (row {row}) was asked for. "
                     "Rebuild it with a larger reference_draws"
                 )
         rows, draws = torch.tensor(row_indices), torch.tensor(uses)

@@ -43,10 +43,11 @@ from tqdm.auto import tqdm
 
 from aapo.config import ConfigError
 from aapo.data.completions import Completion, row_completions
-from aapo.data.datasets import DatasetError, read_jsonl, shown
+from aapo.data.datasets import DatasetError, read_jsonl
 from aapo.data.rows import PromptRow
 from aapo.files import file_sha256
 from aapo.locks import DirectoryLock
+from aapo.messages import shown
 from aapo.models import load_tokenizer, resolve_model_path
 from aapo.rollout.sampler import Sample, saved_eos_ids
 from aapo.training import builders
