@@ -110,7 +110,7 @@ class MetricsFileError(ValueError):
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics file. An unreadable last line is what a kill mid-write leaves:
     it is dropped with a warning. An unreadable line before it is an error naming it, and so
-    is a `step` that is not an int >= 0 or not above the line before's (two runs' lines)."""
+    is a `step` that is not an int >= 0 or below the line before's (two runs' lines)."""
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     records = []
@@ -130,7 +130,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             raise MetricsFileError(
                 f"{path}:{lineno}: field 'step' must be an integer >= 0, got {shown(step)}"
             )
-        if records and step <= records[-1]["step"]:
+        if records and step < records[-1]["step"]:  # completions.jsonl: many lines a step
             raise MetricsFileError(
                 f"{path}:{lineno}: step {step} after step {records[-1]['step']}: the file "
                 "holds lines of more than one run"

@@ -60,3 +60,10 @@ def test_a_record_whose_step_cannot_be_trusted_is_an_error_naming_it(tmp_path, r
     with pytest.raises(ValueError, match=message):
         JsonlSink(path, resume_step=2)
     assert path.read_text() == before  # nothing rewritten
+
+
+def test_a_completions_file_with_many_lines_a_step_resumes(tmp_path):
+    path = tmp_path / "completions.jsonl"
+    path.write_text(_lines({"step": 1, "c": "a"}, {"step": 1, "c": "b"}, {"step": 2, "c": "c"}))
+    JsonlSink(path, resume_step=1).close()
+    assert [r["c"] for r in read_metrics(path)] == ["a", "b"]
