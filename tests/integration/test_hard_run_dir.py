@@ -156,3 +156,17 @@ lock = DirectoryLock(sys.argv[1], "aapo reference").acquire()
 print("held", flush=True)
 time.sleep(300)
 """
+
+
+def test_a_checkpoint_of_one_run_is_not_resumed_into_another_runs_folder(tmp_path, no_model):
+    from aapo.training.run_dir import check_fresh
+
+    theirs, mine = tmp_path / "theirs", tmp_path / "mine"
+    for run in (theirs, mine):
+        (run / "checkpoint-2").mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("")
+    check_fresh(mine, "latest", False)
+    check_fresh(mine, str(mine / "checkpoint-2"), False)
+    check_fresh(tmp_path / "empty", str(theirs / "checkpoint-2"), False)  # continued elsewhere
+    with pytest.raises(ConfigError, match=r"holds another run .* than the checkpoint"):
+        check_fresh(mine, str(theirs / "checkpoint-2"), False)

@@ -79,19 +79,26 @@ def run_entries(directory: Path) -> list[str]:
 
 
 def check_fresh(directory: Path, resume: str | None, overwrite: bool) -> None:
-    """A fresh run may start in `directory`: it holds no run, or the run is resumed or
-    replaced on purpose."""
+    """A run may start in `directory`: it holds no run, or this run resumes that run (from
+    one of its checkpoints: `latest` or a path inside it) or replaces it on purpose."""
     if resume and overwrite:
         raise ConfigError(
             "--resume continues the run in output_dir and --overwrite_output_dir true deletes "
             "it: pass one of them"
         )
     found = run_entries(directory)
-    if found and not resume and not overwrite:
-        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    if not found or overwrite:
+        return
+    listed = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    if not resume:
         raise ConfigError(
-            f"output_dir {directory} already holds a run ({shown}); continue it with --resume, "
+            f"output_dir {directory} already holds a run ({listed}); continue it with --resume, "
             "replace it with --overwrite_output_dir true, or choose another output_dir"
+        )
+    if resume != "latest" and Path(resume).resolve().parent != directory.resolve():
+        raise ConfigError(
+            f"output_dir {directory} holds another run ({listed}) than the checkpoint "
+            f"{resume} resumes; resume into that checkpoint's own folder or an empty one"
         )
 
 
