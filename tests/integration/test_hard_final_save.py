@@ -91,3 +91,16 @@ def test_with_no_checkpoint_at_all_the_error_says_the_steps_are_lost(tmp_path, m
     with pytest.raises(ckpt.CheckpointError, match=r"no checkpoint holds this run's steps"):
         Trainer(_config(tmp_path)).train()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "metrics.jsonl"]
+
+
+def test_ctrl_c_in_the_final_save_stops_quietly_with_the_final_step_kept(tmp_path, monkeypatch):
+    def interrupted(model, output_dir, dtype, state_dict=None):
+        (Path(output_dir) / "config.json").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "save_pretrained_as", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_config(tmp_path)).train()
+    run = tmp_path / "run"
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["checkpoint-2"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2", "config.yaml", "metrics.jsonl"]

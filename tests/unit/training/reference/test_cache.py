@@ -330,3 +330,25 @@ def test_a_shard_whose_header_is_not_its_own_is_rebuilt(built, tmp_path):
     path.write_bytes(save(load(path.read_bytes()), metadata={"aapo": json.dumps(header)}))
     build_reference_cache(replace(config, reference_cache=str(copy)), 0, 1)
     assert _files(copy) == _files(directory)
+
+
+def test_a_shard_of_other_dtypes_is_refused_even_with_a_matching_checksum(built, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    from aapo.files import file_sha256
+
+    directory, _, fingerprint = built
+    copy = tmp_path / "ref"
+    shutil.copytree(directory, copy)
+    path = copy / shard_name(0)
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load(path.read_bytes())
+    tensors["rewards"] = tensors["rewards"].double()
+    path.write_bytes(save(tensors, metadata=metadata))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["shards"][shard_name(0)] = file_sha256(path)  # re-signed: only the dtype is off
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReferenceCacheError, match=r"shard-00000.safetensors does not hold .*"):
+        ReferenceCache.open(copy, fingerprint)
