@@ -432,7 +432,7 @@ class Trainer:
         if kept is None:
             message = (
                 f"the final model could not be saved to {self.output_dir} ({why}) and no "
-                "checkpoint holds this run's steps (save_steps is 0): they are lost"
+                "checkpoint holds this run's steps: they are lost"
             )
         else:
             kept_step = ckpt.read_trainer_state(kept)["step"]
