@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     from aapo.rewards.errors import RewardReturnError
+    from aapo.metrics import MetricsFileError
     from aapo.rewards.reward_process import RewardWorkerError
     from aapo.training.checkpoint import CheckpointError
 
@@ -200,11 +201,15 @@ def main(argv: list[str] | None = None) -> None:
         ModelError,
         FileNotFoundError,
         CheckpointError,
+        MetricsFileError,
         RewardWorkerError,
         RewardReturnError,
     ) as err:
         print(f"aapo {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: what was done is kept (each command says what), quietly
+        print(f"aapo {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> None:

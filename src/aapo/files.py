@@ -1,5 +1,6 @@
 """Files written whole or not at all, and their checksums: what a reference cache, its
-manifest and an imported completions file are identified and written by.
+manifest and an imported completions file are identified and written by; the final model's
+files are staged in a folder and moved into place (`move_into_place`).
 
 Left out: checkpoints, which are whole directories renamed into place (training/checkpoint.py).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -28,3 +30,35 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def move_into_place(staging: Path, target: Path, last: tuple[str, ...] = ()) -> None:
+    """Flush every file of `staging` to disk, then rename each entry into `target`, replacing
+    what is there: every file is at all times the old one or the new one, whole (a full disk
+    fails while `staging` is written, before anything in `target` changes). Names in `last`
+    move after the others, so a kill in between leaves no new file that claims the set is
+    complete (a model's config.json). `staging` and `target` must be on one filesystem."""
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for path in sorted(staging.iterdir(), key=lambda p: (p.name in last, p.name)):
+        destination = target / path.name
+        if path.is_dir() and destination.is_dir():
+            shutil.rmtree(destination)
+        os.replace(path, destination)
+    _fsync_directory(target)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the renames into `path` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

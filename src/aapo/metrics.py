@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from aapo.messages import shown
+
 log = logging.getLogger(__name__)
 
 
@@ -101,9 +103,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class MetricsFileError(ValueError):
+    """A metrics file that cannot be continued; the message names the file, line and field."""
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics file. An unreadable last line is what a kill mid-write leaves:
-    it is dropped with a warning. An unreadable line before it is an error naming it."""
+    it is dropped with a warning. An unreadable line before it is an error naming it, and so
+    is a `step` that is not an int >= 0 or below the line before's (two runs' lines)."""
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     records = []
@@ -117,6 +124,16 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                 log.warning("%s:%d: dropping an incomplete last line (interrupted write)",
                             path, lineno)  # fmt: skip
                 break
-            raise ValueError(f"{path}:{lineno}: not a metrics record ({err})") from err
+            raise MetricsFileError(f"{path}:{lineno}: not a metrics record ({err})") from err
+        step = record.get("step")
+        if type(step) is not int or step < 0:
+            raise MetricsFileError(
+                f"{path}:{lineno}: field 'step' must be an integer >= 0, got {shown(step)}"
+            )
+        if records and step < records[-1]["step"]:  # completions.jsonl: many lines a step
+            raise MetricsFileError(
+                f"{path}:{lineno}: step {step} after step {records[-1]['step']}: the file "
+                "holds lines of more than one run"
+            )
         records.append(record)
     return records

@@ -33,6 +33,7 @@ import torch
 
 from aapo import model_sources
 from aapo.model_sources import ModelInfo
+from aapo.messages import shown
 
 log = logging.getLogger(__name__)
 BUNDLED = "bundled"
@@ -197,7 +198,7 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {shown(dtype)}")
     return DTYPES[dtype]
 
 

@@ -4,6 +4,7 @@ it runs in a reward worker process, the training process is the worker's parent)
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -33,6 +34,23 @@ def hang_forever(prompts, completions, **kwargs):
     """Never returns: the scorer must kill it at its timeout and the run must still exit."""
     while True:
         time.sleep(3600)
+
+
+def start_sleeper(prompts, completions, **kwargs):
+    """Starts a long `sleep` (as a reward running a checker might) and leaves it running; its
+    pid is appended to the file named by env AAPO_SLEEPER_PIDS. With AAPO_SLEEPER_HANG set, the
+    call then never returns (a reward killed at its timeout)."""
+    sleeper = subprocess.Popen(
+        ["sleep", "300"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with open(os.environ["AAPO_SLEEPER_PIDS"], "a", encoding="utf-8") as handle:
+        handle.write(f"{sleeper.pid}\n")
+    while os.environ.get("AAPO_SLEEPER_HANG"):
+        time.sleep(3600)
+    return [0.0] * len(completions)
 
 
 def numpy_scores(prompts, completions, **kwargs):

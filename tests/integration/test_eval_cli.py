@@ -110,8 +110,10 @@ def test_resume_after_interruption_matches_a_straight_run(
 
     real = harness.make_sampler
     monkeypatch.setattr(harness, "make_sampler", lambda *a: Interrupting(real(*a), 3))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C: one line, exit status 130
         _eval(capsys, tmp_path / "resumed", *args)
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip().endswith("aapo eval: interrupted")
     assert len(_samples(tmp_path / "resumed")) == 4  # two batches of 2 were flushed
     monkeypatch.setattr(harness, "make_sampler", real)
 

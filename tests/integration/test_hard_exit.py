@@ -52,3 +52,41 @@ def test_a_hanging_reward_lets_train_exit_soon_after_its_last_step(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_what_a_reward_started_is_gone_when_train_exits(tmp_path):
+    """A reward function that starts a process and leaves it running: the process is killed
+    with the reward's worker, so nothing of the run is left once `aapo train` returns."""
+    pids = tmp_path / "sleepers"
+    args = [
+        sys.executable, "-m", "aapo", "train", "--config", "default",
+        "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1", "--max_completion_length", "8",
+        "--dataset_size", "8", "--eval_num_problems", "0", "--report_to", "[]",
+        "--reward_funcs", "[format, 'rewards_for_tests:start_sleeper']",
+        "--output_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "AAPO_SLEEPER_PIDS": str(pids)}
+    try:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        started = [int(pid) for pid in pids.read_text().split()]
+        assert started  # the reward ran and started its sleeps
+        deadline = time.monotonic() + 10
+        while any(map(_alive, started)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in started if _alive(pid)] == []
+    finally:
+        for pid in [int(p) for p in pids.read_text().split()] if pids.exists() else []:
+            if _alive(pid):
+                os.kill(pid, 9)

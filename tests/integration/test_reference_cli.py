@@ -150,7 +150,8 @@ def test_a_step_on_cached_rewards_equals_one_sampling_the_same_reference_draws(t
     build_reference_cache(config, process_index=0, num_processes=1)
     cached = Trainer(config)
     assert isinstance(cached.parts.reference, CachedReference) and cached.reference_model is None
-    sampling = Trainer(replace(config, reference_cache=None))
+    # a second trainer needs a folder of its own: output_dir is one trainer's at a time
+    sampling = Trainer(replace(config, reference_cache=None, output_dir=str(tmp_path / "run2")))
     inner = SAMPLERS[config.sampler](
         sampling.reference_model, sampling.tokenizer, max_batch_size=config.reference_batch_size
     )

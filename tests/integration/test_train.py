@@ -196,8 +196,11 @@ def test_sigkill_and_resume_reproduces_uninterrupted_run(tmp_path):
     killed = _run_cli([*common, "--output_dir", str(tmp_path / "cut")], {"AAPO_KILL_AT_CALL": "6"})
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert (tmp_path / "cut" / "checkpoint-2" / "trainer_state.json").exists()
+    assert (tmp_path / "cut" / ".aapo.lock").exists()  # SIGKILL: the lock file stays behind
     resumed = _run_cli([*common, "--output_dir", str(tmp_path / "cut"), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "taking over the lock of pid" in resumed.stderr  # the killed run's, named
+    assert not (tmp_path / "cut" / ".aapo.lock").exists()
     expected = _strip_times(tmp_path / "whole" / "metrics.jsonl")
     assert [r["step"] for r in expected] == [1, 2, 3, 4]
     assert _strip_times(tmp_path / "cut" / "metrics.jsonl") == expected

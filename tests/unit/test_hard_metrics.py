@@ -35,3 +35,35 @@ def test_a_broken_line_in_the_middle_is_an_error_naming_it(tmp_path):
     path.write_text(_lines({"step": 1}) + "garbage\n" + _lines({"step": 2}))
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics record"):
         JsonlSink(path, resume_step=2)
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        (
+            [{"step": 1}, {"step": "2"}],
+            r"metrics.jsonl:2: field 'step' must be an integer >= 0, got '2'",
+        ),
+        ([{"step": 1}, {"loss": 0.1}, {"step": 3}], r"metrics.jsonl:2: field 'step' .* got None"),
+        ([{"step": -4}, {"step": 1}], r"metrics.jsonl:1: field 'step' .* got -4"),
+        ([{"step": 1.5}, {"step": 2}], r"metrics.jsonl:1: field 'step' .* got 1.5"),
+        (
+            [{"step": 1}, {"step": 2}, {"step": 1}, {"step": 3}],
+            r"metrics.jsonl:3: step 1 after step 2",
+        ),
+    ],
+)
+def test_a_record_whose_step_cannot_be_trusted_is_an_error_naming_it(tmp_path, records, message):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(_lines(*records))
+    before = path.read_text()
+    with pytest.raises(ValueError, match=message):
+        JsonlSink(path, resume_step=2)
+    assert path.read_text() == before  # nothing rewritten
+
+
+def test_a_completions_file_with_many_lines_a_step_resumes(tmp_path):
+    path = tmp_path / "completions.jsonl"
+    path.write_text(_lines({"step": 1, "c": "a"}, {"step": 1, "c": "b"}, {"step": 2, "c": "c"}))
+    JsonlSink(path, resume_step=1).close()
+    assert [r["c"] for r in read_metrics(path)] == ["a", "b"]

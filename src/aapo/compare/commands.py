@@ -18,6 +18,7 @@ from aapo.compare.report import render_report, write_report
 from aapo.compare.runner import plan_comparison, run_jobs
 from aapo.compare.runs import Run, find_runs, group_runs, load_run
 from aapo.compare.variants import CompareError
+from aapo.messages import shown
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -40,7 +41,7 @@ def compare(
     names = [v.name for v in plan.variants]
     if baseline is not None and baseline not in names:
         known = ", ".join(names)
-        raise CompareError(f"--baseline {baseline!r} is not among --algorithms ({known})")
+        raise CompareError(f"--baseline {shown(baseline)} is not among --algorithms ({known})")
     results = run_jobs(plan, jobs)
     failed = [r for r in results if r.status == "failed"]
     if failed:

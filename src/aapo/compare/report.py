@@ -25,6 +25,7 @@ from aapo.compare import stats
 from aapo.compare.plots import LEVEL_KEY, level_panels
 from aapo.compare.runs import Run
 from aapo.compare.variants import CompareError
+from aapo.messages import shown
 
 TRAIN_WINDOW = 10
 PAPER_LOSS_VARIANCE = "3.6e-4 AAPO, 3.9e-4 GPG, 3.53e-3 GRPO (1.5B run)"
@@ -85,7 +86,9 @@ def resolve_baseline(groups: Mapping[str, Sequence[Run]], baseline: str | None) 
     if baseline is None:
         return "grpo" if "grpo" in groups else next(iter(groups))
     if baseline not in groups:
-        raise CompareError(f"baseline {baseline!r} is not among the runs ({', '.join(groups)})")
+        raise CompareError(
+            f"baseline {shown(baseline)} is not among the runs ({', '.join(groups)})"
+        )
     return baseline
 
 

@@ -9,8 +9,10 @@ so a run directory of a comparison is exactly what `aapo train` writes, plus `tr
 subprocess's output, appended per attempt) and `summary.json` (its last JSON line, with the
 variant). Several jobs run at once with the cores split between them. Rerunning is safe: a job
 whose `model.safetensors` and `summary.json` exist is kept; a killed one resumes from its latest
-complete checkpoint (set `save_steps`), else restarts. A kept or resumed run must have been
-trained with the config now planned, or the comparison stops, naming the key that differs.
+complete checkpoint (set `save_steps`), else restarts, replacing what its killed attempt wrote
+(`--overwrite_output_dir true`: `aapo train` refuses a fresh run into a run's folder
+otherwise). A kept or resumed run must have been trained with the config now planned, or the
+comparison stops, naming the key that differs.
 
 Every job's config is built and validated in this process before any job starts.
 
@@ -38,7 +40,9 @@ import yaml
 from aapo.compare.runs import SUMMARY_FILE
 from aapo.compare.variants import RUNNER_KEYS, CompareError, Variant, parse_variants
 from aapo.config import config_to_dict, load_config, parse_overrides, read_yaml
+from aapo.messages import shown
 from aapo.training.checkpoint import list_checkpoints
+from aapo.training.run_dir import run_entries
 
 log = logging.getLogger("aapo.compare")
 TRAIN = ("-m", "aapo", "train")
@@ -81,13 +85,15 @@ def parse_seeds(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError as err:
-        raise CompareError(f"--seeds {text!r}: give a count N or a comma-separated list") from err
+        raise CompareError(
+            f"--seeds {shown(text)}: give a count N or a comma-separated list"
+        ) from err
     if "," not in text:
         if values[0] < 1:
-            raise CompareError(f"--seeds {text!r}: the number of seeds must be >= 1")
+            raise CompareError(f"--seeds {shown(text)}: the number of seeds must be >= 1")
         return list(range(1, values[0] + 1))
     if len(set(values)) != len(values):
-        raise CompareError(f"--seeds {text!r} repeats a seed")
+        raise CompareError(f"--seeds {shown(text)} repeats a seed")
     return values
 
 
@@ -146,6 +152,7 @@ def _hint(key: str) -> str:
         "seed": "use --seeds",
         "output_dir": "use compare's --output_dir",
         "resume_from_checkpoint": "compare resumes killed runs by itself",
+        "overwrite_output_dir": "compare restarts unfinished runs by itself",
     }[key]
 
 
@@ -179,21 +186,27 @@ def _check_same_config(job: Job) -> None:
     if not path.is_file():
         raise CompareError(f"{job.run_dir} has a model or checkpoint but no config.yaml")
     found = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    ignore = {"resume_from_checkpoint", "output_dir"}  # a moved comparison is still itself
+    # a moved comparison is still itself; how an attempt started is not the run's config
+    ignore = {"resume_from_checkpoint", "output_dir", "overwrite_output_dir"}
     keys = (set(found) | set(job.planned)) - ignore
     differ = sorted(k for k in keys if found.get(k) != job.planned.get(k))
     if differ:
         key = differ[0]
         raise CompareError(
-            f"{path} was trained with {key}={found.get(key)!r}, this comparison asks for "
-            f"{key}={job.planned.get(key)!r} (differing keys: {', '.join(differ)}); use another "
-            "--output_dir or delete that run"
+            f"{path} was trained with {key}={shown(found.get(key))}, this comparison asks for "
+            f"{key}={shown(job.planned.get(key))} (differing keys: {', '.join(differ)}); use "
+            "another --output_dir or delete that run"
         )
 
 
-def train_command(plan: Plan, job: Job, resume: bool, python: str = sys.executable) -> list[str]:
+def train_command(
+    plan: Plan, job: Job, resume: bool, python: str = sys.executable, overwrite: bool = False
+) -> list[str]:
+    """The job's `aapo train` command; `overwrite` replaces what a killed attempt left."""
     command = [python, *TRAIN, "--config", plan.config]
     command += _run_args(job.variant, job.seed, job.run_dir) + plan.options
+    if overwrite:
+        command += ["--overwrite_output_dir", "true"]
     return command + (["--resume"] if resume else [])
 
 
@@ -239,7 +252,8 @@ def run_jobs(plan: Plan, jobs_at_once: int = 1, python: str = sys.executable) ->
 def _run_one(plan: Plan, job: Job, resume: bool, env: dict[str, str], python: str) -> JobResult:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     (job.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-    command = train_command(plan, job, resume, python)
+    restart = not resume and bool(run_entries(job.run_dir))  # a killed attempt's files
+    command = train_command(plan, job, resume, python, overwrite=restart)
     log.info("%s: %s", job.name, "resuming" if resume else "training")
     started = time.perf_counter()
     with (job.run_dir / LOG_FILE).open("a", encoding="utf-8") as log_file:

@@ -17,9 +17,10 @@ from typing import Any
 
 from aapo.algorithms import ALGORITHM_NAMES
 from aapo.config import ConfigError
+from aapo.messages import shown
 
 # keys a variant may not set: the runner sets them for every job
-RUNNER_KEYS = ("algorithm", "seed", "output_dir", "resume_from_checkpoint")
+RUNNER_KEYS = ("algorithm", "seed", "output_dir", "resume_from_checkpoint", "overwrite_output_dir")
 
 
 class CompareError(ConfigError):
@@ -65,17 +66,17 @@ def get_variant(name: str) -> Variant:
     if name in ALGORITHM_NAMES:
         return Variant(name, name)
     known = ", ".join(variant_names())
-    raise CompareError(f"unknown algorithm or variant {name!r}; known: {known}")
+    raise CompareError(f"unknown algorithm or variant {shown(name)}; known: {known}")
 
 
 def parse_variants(text: str) -> list[Variant]:
     """`aapo,grpo,aapo_noclip` → variants, in order; empty or repeated names are errors."""
     names = [part.strip() for part in text.split(",")]
     if not all(names):
-        raise CompareError(f"--algorithms {text!r}: empty name in the comma-separated list")
+        raise CompareError(f"--algorithms {shown(text)}: empty name in the comma-separated list")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise CompareError(f"--algorithms {text!r} names {', '.join(repeated)} more than once")
+        raise CompareError(f"--algorithms {shown(text)} names {', '.join(repeated)} more than once")
     return [get_variant(name) for name in names]
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aapo.data.datasets import DatasetError, shown
+from aapo.data.datasets import DatasetError
+from aapo.messages import shown
 
 PER_SAMPLE = {"truncated": bool, "completion_tokens": int}  # optional, one per completion
 

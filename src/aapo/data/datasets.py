@@ -12,7 +12,7 @@ without a problem or a gold is reported by file and line; any other column some 
 to None there, the value reward functions read as "does not apply to this row" (the built-in
 rewards read `answer`, else `solution`, row by row). A non-UTF-8 line, a directory where a
 file is expected and a gold the grader cannot parse are errors naming the file and line;
-long values are shown cut to `SHOWN_CHARS` characters.
+long values are shown cut to `messages.SHOWN_CHARS` characters.
 
 TRL's two prompt forms both load: "standard" (`prompt` is text, used like `problem`) and
 "conversational" (`prompt` is a list of `{role, content}` messages, optionally opening with a
@@ -27,10 +27,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aapo.messages import SHOWN_CHARS, shown  # noqa: F401 (imported from here elsewhere too)
+
 PROBLEM_KEYS = ("problem", "question", "prompt")
 ANSWER_KEYS = ("answer", "solution")
 SYNTHETIC_TEST_SIZE = 500  # the synthetic held-out split; fixed so every run shares it
-SHOWN_CHARS = 200  # a value quoted in an error is cut to this many characters
 
 
 class DatasetError(ValueError):
@@ -55,7 +56,9 @@ def synthetic_split(split: str, seed: int = 42, size: int = 2000) -> list[dict]:
     from aapo.data.synthetic import make_splits
 
     if split not in ("train", "test"):
-        raise DatasetError(f"the synthetic dataset has splits 'train' and 'test', not {split!r}")
+        raise DatasetError(
+            f"the synthetic dataset has splits 'train' and 'test', not {shown(split)}"
+        )
     return make_splits(size, SYNTHETIC_TEST_SIZE, seed)[split]
 
 
@@ -115,18 +118,10 @@ def _read_hub(name: str, split: str) -> list[tuple[str, Any]]:
         table = load_dataset(name, split=split)
     except Exception as err:  # datasets raises many types; the user needs the name and cause
         raise DatasetError(
-            f"could not load dataset {name!r} (split {split!r}): {err}. Give a local .jsonl or "
-            ".parquet path, or check the name and your network"
+            f"could not load dataset {shown(name)} (split {shown(split)}): {err}. Give a local "
+            ".jsonl or .parquet path, or check the name and your network"
         ) from err
     return [(f"{name}[{split}] row {i}", row) for i, row in enumerate(table)]
-
-
-def shown(value: Any) -> str:
-    """`repr(value)`, cut to SHOWN_CHARS characters with the full length, for error messages."""
-    text = repr(value)
-    if len(text) <= SHOWN_CHARS:
-        return text
-    return f"{text[:SHOWN_CHARS]}... ({len(str(value))} characters)"
 
 
 def _validate(rows: list[tuple[str, Any]], source: str) -> list[dict]:

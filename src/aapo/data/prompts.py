@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from aapo.data.datasets import shown
+from aapo.messages import shown
 
 SYSTEM_PROMPTS: dict[str, str] = {
     "r1_think": (

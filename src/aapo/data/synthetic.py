@@ -44,6 +44,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from aapo.messages import shown
+
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -214,9 +216,9 @@ def sample_problem(rng: random.Random, level: int) -> Problem:
 def sample_level(count: int, seed: int, level: int, split: str | None) -> list[Problem]:
     """`count` problems of one level with distinct texts, from `split`'s side (None: any)."""
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        raise ValueError(f"split must be one of {SPLITS} or None, got {shown(split)}")
     if level not in LEVEL_SPECS:
-        raise ValueError(f"level must be one of {sorted(LEVEL_SPECS)}, got {level!r}")
+        raise ValueError(f"level must be one of {sorted(LEVEL_SPECS)}, got {shown(level)}")
     rng = random.Random(f"{seed}/{split}/{level}")
     seen: set[str] = set()
     out: list[Problem] = []

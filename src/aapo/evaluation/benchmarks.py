@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aapo.data.datasets import SYNTHETIC_TEST_SIZE, DatasetError, read_jsonl
+from aapo.messages import shown
 from aapo.rewards import Grader, get_grader, gold_text
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ def load_benchmark(
         path = folder / BENCHMARK_FILES[name]
         if not path.exists():
             raise DatasetError(
-                f"benchmark {name!r}: {path} does not exist. Point --data_dir (or ${DATA_DIR_ENV}) "
-                f"at a folder holding {', '.join(BENCHMARK_FILES.values())}"
+                f"benchmark {shown(name)}: {path} does not exist. Point --data_dir (or "
+                f"${DATA_DIR_ENV}) at a folder holding {', '.join(BENCHMARK_FILES.values())}"
             )
         return from_rows(name, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
     path = Path(name)
@@ -91,7 +92,8 @@ def load_benchmark(
         return from_rows(path.stem, str(path), read_jsonl(path, limit), skip_bad_gold, grader)
     known = ", ".join([*BENCHMARK_FILES, SYNTHETIC])
     raise DatasetError(
-        f"unknown benchmark {name!r}: use one of {known}, a .jsonl path, or hf:<dataset>[:split]"
+        f"unknown benchmark {shown(name)}: use one of {known}, a .jsonl path, or "
+        "hf:<dataset>[:split]"
     )
 
 
@@ -101,13 +103,13 @@ def from_rows(
     """A benchmark from (file:line, row) pairs: rows checked, golds checked in one round trip,
     ids unique. Also used for the rows of a completions file (external.py)."""
     if not rows:
-        raise DatasetError(f"benchmark {name!r} ({source}) has no rows")
+        raise DatasetError(f"benchmark {shown(name)} ({source}) has no rows")
     parsed = [_item(row, where, index) for index, (where, row) in enumerate(rows)]
     gold_errors = grader.check_golds([item.answer for item in parsed])  # one round trip
     items, skipped, seen = [], [], {}
     for item, error in zip(parsed, gold_errors, strict=True):
         if error is not None:
-            message = f"{item.where}: gold answer {item.answer!r} cannot be parsed ({error})"
+            message = f"{item.where}: gold answer {shown(item.answer)} cannot be parsed ({error})"
             if not skip_bad_gold:
                 raise DatasetError(f"{message}; fix the row or pass --skip_bad_gold true")
             log.warning("skipping %s", message)
@@ -115,11 +117,11 @@ def from_rows(
             continue
         where = item.where
         if item.id in seen:
-            raise DatasetError(f"{where}: id {item.id!r} already used at {seen[item.id]}")
+            raise DatasetError(f"{where}: id {shown(item.id)} already used at {seen[item.id]}")
         seen[item.id] = where
         items.append(item)
     if not items:
-        raise DatasetError(f"benchmark {name!r} ({source}): every row was skipped")
+        raise DatasetError(f"benchmark {shown(name)} ({source}): every row was skipped")
     return Benchmark(name, source, items, "eval_math", skipped)
 
 
@@ -140,7 +142,7 @@ def _item(row: Any, where: str, index: int) -> Item:
     if not isinstance(answer, str) or not answer.strip():
         raise DatasetError(
             f"{where}: row needs a non-empty string 'answer' (the bare gold) or a 'solution' "
-            f"ending in \\boxed{{...}}; got {answer!r}"
+            f"ending in \\boxed{{...}}; got {shown(answer)}"
         )
     raw_id = row.get("id", row.get("unique_id"))
     item_id = str(raw_id) if raw_id is not None else f"row-{index}"
@@ -175,7 +177,7 @@ def _hub(spec: str, limit: int | None, skip_bad_gold: bool, grader: Grader) -> B
         table = load_dataset(dataset, split=split)
     except Exception as err:  # datasets raises many types; the user needs the name and cause
         raise DatasetError(
-            f"could not load {spec!r} (dataset {dataset!r}, split {split!r}): {err}"
+            f"could not load {shown(spec)} (dataset {shown(dataset)}, split {shown(split)}): {err}"
         ) from err
     count = len(table) if limit is None else min(limit, len(table))
     rows = [(f"{spec} row {i}", table[i]) for i in range(count)]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aapo.data.prompts import resolve_user_template
+from aapo.messages import shown
 
 PAPER_BENCHMARKS = ("aime24", "math500", "amc23", "minerva", "olympiadbench")
 BACKENDS = ("transformers", "vllm")
@@ -118,7 +119,7 @@ class EvalConfig:
         if self.completions is not None:
             self._check_completions_mode()
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {shown(self.backend)}")
         for name in ("num_samples", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -136,7 +137,7 @@ class EvalConfig:
     def _check_completions_mode(self) -> None:
         """Options that would silently do nothing when grading a completions file."""
         if not self.completions.endswith(".jsonl"):
-            raise ValueError(f"completions must be a .jsonl file, got {self.completions!r}")
+            raise ValueError(f"completions must be a .jsonl file, got {shown(self.completions)}")
         if self.benchmarks != ["auto"]:
             raise ValueError(
                 "benchmarks and completions exclude each other: with completions, the "

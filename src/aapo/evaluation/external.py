@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from aapo.data.completions import Completion, row_completions
-from aapo.data.datasets import DatasetError, read_jsonl, shown
+from aapo.data.datasets import DatasetError, read_jsonl
 from aapo.evaluation.benchmarks import Benchmark, Item, from_rows
 from aapo.evaluation.config import EvalConfig
 from aapo.evaluation.report import build_results, finish, load_results, model_label, slug
 from aapo.evaluation.store import SampleStore
 from aapo.files import file_sha256
+from aapo.messages import shown
 from aapo.models import BUNDLED
 from aapo.rewards import Grader
 
@@ -66,7 +67,7 @@ def load_completions(
         if name in first and len(samples[where]) != len(samples[first[name]]):
             raise DatasetError(
                 f"{where}: {len(samples[where])} completion(s), but {first[name]} (the first row "
-                f"of benchmark {name!r}) has {len(samples[first[name]])}; every row of a "
+                f"of benchmark {shown(name)}) has {len(samples[first[name]])}; every row of a "
                 "benchmark needs the same k (give each k its own `benchmark` name)"
             )
         first.setdefault(name, where)
@@ -145,19 +146,19 @@ def grade_completions(config: EvalConfig) -> dict[str, Any]:
         with SampleStore.open(output_dir, fingerprint, config.overwrite) as store:
             graded = grade_missing(data, store, grader, config.batch_size, config.progress)
             results = build_results(data.benchmarks, store, data.k)
-    total = sum(len(b.items) * data.k[b.name] for b in data.benchmarks)
-    ks = set(data.k.values())
-    return finish(
-        results,
-        config,
-        grader,
-        output_dir,
-        fingerprint,
-        started,
-        compared,
-        model=label,
-        model_path=None,
-        completions=str(path),
-        num_samples=ks.pop() if len(ks) == 1 else None,  # per benchmark in its entry
-        samples={"graded": graded, "reused": total - graded},
-    )
+            total = sum(len(b.items) * data.k[b.name] for b in data.benchmarks)
+            ks = set(data.k.values())
+            return finish(  # while the folder is still this evaluation's
+                results,
+                config,
+                grader,
+                output_dir,
+                fingerprint,
+                started,
+                compared,
+                model=label,
+                model_path=None,
+                completions=str(path),
+                num_samples=ks.pop() if len(ks) == 1 else None,  # per benchmark in its entry
+                samples={"graded": graded, "reused": total - graded},
+            )

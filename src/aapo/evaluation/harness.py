@@ -39,6 +39,7 @@ from aapo.evaluation.config import PAPER_BENCHMARKS, EvalConfig
 from aapo.evaluation.external import grade_completions
 from aapo.evaluation.report import build_results, finish, load_results, model_label, slug
 from aapo.evaluation.store import SampleStore, make_fingerprint
+from aapo.messages import shown
 from aapo.models import BUNDLED, load_model, load_tokenizer, resolve_dtype, resolve_model_path
 from aapo.rewards import Grader
 from aapo.rollout import HFSampler, Sampler, SamplingParams
@@ -86,19 +87,19 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             make = partial(make_sampler, config, model_path, device, dtype, tokenizer)
             generated = sample_missing(tasks, store, config, grader, make)
             results = build_results(benchmarks, store, config.num_samples)
-    return finish(
-        results,
-        config,
-        grader,
-        output_dir,
-        fingerprint,
-        started,
-        compared,
-        model=label,
-        model_path=model_path,
-        num_samples=config.num_samples,
-        samples={"generated": generated, "reused": sum(map(len, tasks)) - generated},
-    )
+            return finish(  # while the folder is still this evaluation's
+                results,
+                config,
+                grader,
+                output_dir,
+                fingerprint,
+                started,
+                compared,
+                model=label,
+                model_path=model_path,
+                num_samples=config.num_samples,
+                samples={"generated": generated, "reused": sum(map(len, tasks)) - generated},
+            )
 
 
 def resolve_device(config: EvalConfig) -> str:
@@ -124,7 +125,7 @@ def check_unique_names(benchmarks: list[Benchmark]) -> None:
     for bench in benchmarks:
         if bench.name in seen:
             raise DatasetError(
-                f"two benchmarks are both named {bench.name!r} ({seen[bench.name]} and "
+                f"two benchmarks are both named {shown(bench.name)} ({seen[bench.name]} and "
                 f"{bench.source}); rename one file"
             )
         seen[bench.name] = bench.source

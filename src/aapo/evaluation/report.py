@@ -22,6 +22,7 @@ Fractions are stored in [0, 1]; tables print them ×100 with one decimal.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -33,6 +34,8 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
+from aapo.config import ConfigError
+from aapo.files import atomic_write
 from aapo.models import BUNDLED
 
 if TYPE_CHECKING:  # types only: assembling results reads what these produced
@@ -231,11 +234,24 @@ def load_results(path: str | Path) -> dict[str, Any]:
         path = path / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"no results file at {path} (give a results.json or its folder)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(results, dict):
+        raise ConfigError(f"{path} must hold a JSON object (an aapo eval's results)")
+    for name, kind in (("model", str), ("benchmarks", dict)):
+        if not isinstance(results.get(name), kind):
+            raise ConfigError(
+                f"{path}: field {name!r} must be a {'string' if kind is str else 'mapping'}, "
+                f"got {type(results.get(name)).__name__}"
+            )
+    return results
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, text.encode("utf-8"))
 
 
 CSV_FIELDS = [
@@ -253,10 +269,11 @@ def write_csv(results: dict[str, Any], path: Path) -> None:
             rows.append(_csv_row(results["model"], name, level, sub))
     if results.get("average"):
         rows.append(_csv_row(results["model"], "avg", "", results["average"]))
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, handle.getvalue().encode("utf-8"))
 
 
 def _csv_row(model: str, benchmark: str, level: str, d: dict[str, Any]) -> dict[str, Any]:

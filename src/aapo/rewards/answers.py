@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aapo.messages import shown
+
 BOX_COMMANDS = ("\\boxed", "\\fbox")
 # No gold in the five benchmarks is longer than a few hundred characters; a longer "answer"
 # would only spend the grading timeout.
@@ -182,7 +184,9 @@ def answer_with_fallback(text: str, fallback: str | None) -> str:
     if fallback is None:
         return text
     if fallback not in FALLBACKS:
-        raise ValueError(f"answer fallback must be None or one of {FALLBACKS}, got {fallback!r}")
+        raise ValueError(
+            f"answer fallback must be None or one of {FALLBACKS}, got {shown(fallback)}"
+        )
     if extract_answer(text) is not None:
         return text
     number = last_number(text)

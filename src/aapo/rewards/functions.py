@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from aapo.messages import shown
 from aapo.rewards.answers import FALLBACKS, answer_with_fallback, completion_text, gold_text
 from aapo.rewards.grading import Grader, Verdict, get_grader
 
@@ -100,7 +101,7 @@ class _GradedRows:
     def __init__(self, name: str, grader: Grader | None, fallback: str | None = None) -> None:
         if fallback is not None and fallback not in FALLBACKS:
             raise ValueError(
-                f"{name}: fallback must be null or one of {FALLBACKS}, got {fallback!r}"
+                f"{name}: fallback must be null or one of {FALLBACKS}, got {shown(fallback)}"
             )
         self.name = name
         self.grader = grader

@@ -17,6 +17,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from aapo.messages import shown
+
 
 @runtime_checkable
 class RewardFunction(Protocol):
@@ -35,7 +37,7 @@ def register_reward(name: str, target: Any = None) -> Any:
 
     def add(obj: Any) -> Any:
         if name in _REGISTRY and _REGISTRY[name] is not obj:
-            raise ValueError(f"reward {name!r} is already registered")
+            raise ValueError(f"reward {shown(name)} is already registered")
         _REGISTRY[name] = obj
         return obj
 
@@ -54,7 +56,9 @@ def reward_parameters(name: str) -> set[str]:
     elif ":" in name or "." in name:
         target = _import(name)
     else:
-        raise ValueError(f"unknown reward {name!r}; registered: {', '.join(registered_rewards())}")
+        raise ValueError(
+            f"unknown reward {shown(name)}; registered: {', '.join(registered_rewards())}"
+        )
     signature = inspect.signature(target.__init__ if inspect.isclass(target) else target)
     return set(signature.parameters) - {"self"}
 
@@ -64,13 +68,13 @@ def _import(path: str) -> Any:
     if not sep:
         module_name, _, attribute = path.rpartition(".")
     if not module_name or not attribute:
-        raise ValueError(f"reward {path!r} is not a registered name or an import path")
+        raise ValueError(f"reward {shown(path)} is not a registered name or an import path")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import reward {path!r}: {error}") from error
+        raise ValueError(f"cannot import reward {shown(path)}: {error}") from error
     return obj
 
 
@@ -79,9 +83,9 @@ def _instantiate(name: str, target: Any, params: dict[str, Any]) -> Callable[...
         try:
             return target(**params)
         except TypeError as error:
-            raise ValueError(f"reward {name!r}: {error}") from error
+            raise ValueError(f"reward {shown(name)}: {error}") from error
     if not callable(target):
-        raise ValueError(f"reward {name!r} resolves to {target!r}, which is not callable")
+        raise ValueError(f"reward {shown(name)} resolves to {shown(target)}, which is not callable")
     if not params:
         return target
     bound = functools.partial(target, **params)
@@ -98,4 +102,4 @@ def get_reward_function(name: str, **params: Any) -> Callable[..., list[float | 
         return _instantiate(name, _REGISTRY[name], params)
     if ":" in name or "." in name:
         return _instantiate(name, _import(name), params)
-    raise ValueError(f"unknown reward {name!r}; registered: {', '.join(registered_rewards())}")
+    raise ValueError(f"unknown reward {shown(name)}; registered: {', '.join(registered_rewards())}")

@@ -3,9 +3,10 @@
 `ProcessReward(spec, kwargs)` starts `python -m aapo.rewards.reward_process`, which rebuilds
 the function with `aapo.rewards.get_reward_function(spec, **kwargs)` (no pickled callables)
 and serves calls. `call(timeout, **columns)` sends one call and waits at most `timeout`
-seconds; a worker that misses it is killed (SIGKILL: nothing it does can delay that) and a
-fresh one is started for the next call, so an abandoned call never keeps running and never
-keeps the training process from exiting. The worker runs torch/OpenMP with one thread.
+seconds; a worker that misses it is killed with every process it started (SIGKILL to its
+process group: nothing it does can delay that, `processes.py`) and a fresh one is started for
+the next call, so an abandoned call never keeps running and never keeps the training process
+from exiting; `close()` kills the group the same way. The worker runs torch/OpenMP with one thread.
 
 Protocol on the worker's stdin and a private copy of its stdout (fd 1 itself is pointed at
 stderr, so a print in the user's code cannot corrupt it): frames of an 8-byte length and a
@@ -15,7 +16,8 @@ both ends run the same user's code, so it crosses no trust boundary. First frame
 frame per call (the call's keyword arguments); reply {"ok": scores, "metrics": dict} (metrics
 from the function's `pop_metrics()`, if any), {"error": text} or {"bad": text} (unpicklable).
 
-Only the standard library is imported here, so the worker starts fast.
+Only the standard library (and `processes.py`, which imports nothing else) is imported here,
+so the worker starts fast.
 Left out: Windows (select.poll); keeping a reward's in-memory state across a killed worker.
 """
 
@@ -33,6 +35,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from aapo.messages import shown
+from aapo.rewards import processes
 
 STARTUP_TIMEOUT = 180.0  # a reward module importing torch on a loaded machine can be slow
 _HEADER = struct.Struct(">Q")
@@ -90,7 +95,7 @@ class ProcessReward:
         for status in ("ok", "error", "bad"):
             if status in reply:
                 return status, reply[status], metrics
-        return "error", f"unreadable reply {reply!r}", {}
+        return "error", f"unreadable reply {shown(reply)}", {}
 
     def close(self) -> None:
         """Kill the worker (a later call starts a new one)."""
@@ -102,10 +107,7 @@ class ProcessReward:
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         )
-        argv = [sys.executable, "-m", "aapo.rewards.reward_process"]
-        self._proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
-        )
+        self._proc = processes.start([sys.executable, "-m", "aapo.rewards.reward_process"], env)
         self._buffer = b""
         self._ready = False
         init = {"spec": self.spec, "kwargs": self.kwargs, "imports": self.imports,
@@ -121,7 +123,7 @@ class ProcessReward:
             reply = {"error": f"its worker did not start within {self.startup_timeout}s"}
         if "error" in reply:
             self._kill()
-            raise RewardWorkerError(f"reward {self.spec!r}: {reply['error']}")
+            raise RewardWorkerError(f"reward {shown(self.spec)}: {reply['error']}")
         self._ready = True
 
     def _stdin(self) -> BinaryIO:
@@ -163,14 +165,8 @@ class ProcessReward:
 
     def _kill(self) -> None:
         proc, self._proc, self._ready = self._proc, None, False
-        if proc is None:
-            return
-        proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError):  # a request still buffered for the dead process
-                if stream is not None:
-                    stream.close()
+        if proc is not None:
+            processes.kill_group(proc)  # with whatever the user's function started
 
 
 def _write_frame(stream: BinaryIO, obj: Any) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 import sympy
 from sympy.core.sympify import SympifyError
 
+from aapo.messages import shown
+
 MAX_TEXT_CHARS = 1000
 MAX_DEPTH = 60
 MAX_LITERAL_EXPONENT = 400  # 1e999999999 would make Fraction build a billion-digit integer
@@ -58,7 +60,7 @@ def number_literal(text: str, *, exact: bool) -> sympy.Number:
     """`123` -> Integer, `1.5`/`3.83e35`/`1.` -> Rational (exact) or Float (as sympy reads it)."""
     mantissa, _, exponent = text.lower().partition("e")
     if exponent and abs(int(exponent)) > MAX_LITERAL_EXPONENT:
-        raise SympifyError(f"exponent too large in {text!r}")
+        raise SympifyError(f"exponent too large in {shown(text)}")
     if not exponent and "." not in mantissa:
         return sympy.Integer(int(mantissa))  # int() refuses more than 4300 digits
     if exact:
@@ -105,7 +107,7 @@ class _Parser:
 
     def _expect(self, value: str) -> None:
         if self._take()[1] != value:
-            raise SympifyError(f"expected {value!r}")
+            raise SympifyError(f"expected {shown(value)}")
 
     def parse(self) -> Any:
         result = self._expr()
@@ -183,7 +185,7 @@ class _Parser:
                 return _FUNCTIONS[bare](argument, evaluate=self.evaluate)
         if kind == "name" and self.symbols and "." not in value and self._peek() != "(":
             return sympy.Symbol(value)
-        raise SympifyError(f"unexpected token {value!r}")
+        raise SympifyError(f"unexpected token {shown(value)}")
 
 
 def parse_plain(

@@ -4,6 +4,7 @@
 and collects the replies. A worker that misses a request's deadline (stuck inside one C call,
 where its own signal-based deadline cannot fire) is killed and replaced, and the request's
 reply is `{"status": "timeout"}`; a worker that dies on a request gives `{"status": "error"}`.
+A worker is killed with its whole process group (`processes.py`), at a deadline and at close.
 Nothing here uses signals, so it works off the main thread.
 
 Workers are fresh interpreters (`sys.executable -m aapo.rewards.grading_worker`) rather than
@@ -18,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 import select
-import subprocess
 import sys
 import time
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
+
+from aapo.rewards import processes
 
 Key = tuple[str, ...]
 _STARTUP_TIMEOUT = 180.0  # importing sympy on a loaded machine can take a while
@@ -34,9 +36,7 @@ class _Worker:
     """One worker process and the request it is working on."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
-        )
+        self.proc = processes.start(argv, env)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.fd = self.proc.stdout.fileno()
         os.set_blocking(self.fd, False)
@@ -65,14 +65,7 @@ class _Worker:
         return [_decode(line) for line in lines if line.strip()]
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:  # a request still buffered for the dead process: drop it
-                pass
+        processes.kill_group(self.proc)  # with anything it started
 
 
 def _decode(line: bytes) -> dict[str, Any]:

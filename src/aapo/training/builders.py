@@ -327,15 +327,18 @@ def build_reference(
 
 
 def open_reference_cache(
-    config: TrainConfig, reference: Any, data: TrainData, tokenizer: Any
+    config: TrainConfig,
+    reference: Any,
+    data: TrainData,
+    tokenizer: Any,
+    reward_names: list[str] | None = None,
 ) -> ReferenceCache:
     """The precomputed reference rollouts, checked against this run: every setting they
-    depend on (computed from the initial weights, so call it before any update) and enough
-    draws for the epochs the run starts."""
+    depend on (computed from the initial weights, so call it before any update), the run's
+    reward names and enough draws for the epochs the run starts."""
     fingerprint = reference_fingerprint(config, reference, data.rows, tokenizer)
-    cache = ReferenceCache.open(
-        config.reference_cache, fingerprint, [row.problem for row in data.rows]
-    )
+    problems = [row.problem for row in data.rows]
+    cache = ReferenceCache.open(config.reference_cache, fingerprint, problems, reward_names)
     cache.require_draws(data.epochs_started)
     if cache.source is not None:
         log.warning("reference rewards: %s", describe_source(cache.source))

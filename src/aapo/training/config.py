@@ -459,6 +459,12 @@ class TrainConfig:
         "Where metrics, checkpoints and the final model go.",
         **BOOKKEEPING,
     )
+    overwrite_output_dir: bool = _doc(
+        False,
+        "Let a fresh run replace a run already in output_dir (its checkpoints, logs and model "
+        "are deleted when the new run starts); without it, or --resume, that is refused.",
+        **BOOKKEEPING,
+    )
     logging_steps: int = _doc(
         1,
         "Log metrics every N steps (metrics.jsonl, TensorBoard, progress bar).",

@@ -11,7 +11,10 @@ from aapo.config import config_to_dict
 from aapo.training.config import TrainConfig
 
 
-def write_model_card(output_dir: Path, config: TrainConfig, summary: dict[str, Any]) -> None:
+def write_model_card(
+    output_dir: Path, config: TrainConfig, summary: dict[str, Any], name: str | None = None
+) -> None:
+    """`output_dir/README.md`, titled `name` (default: the folder's name)."""
     metrics = {
         k: v for k, v in summary.get("final_metrics", {}).items() if not k.startswith("time/")
     }
@@ -21,7 +24,7 @@ def write_model_card(output_dir: Path, config: TrainConfig, summary: dict[str, A
         "tags: [aapo, reinforcement-learning, " + config.algorithm + "]",
         "---",
         "",
-        f"# {output_dir.name}",
+        f"# {name or output_dir.name}",
         "",
         f"Trained with aapo ({config.algorithm}) from `{config.model_name_or_path}` "
         f"on `{config.dataset_name}` for {summary.get('steps')} steps.",

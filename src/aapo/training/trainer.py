@@ -6,15 +6,18 @@ generation batches until `total_steps` optimizer steps are taken. Prompts come f
 permutation per epoch (`data.rows.epoch_order`) read at a cursor that checkpoints store, so a
 resumed run sees the same batches. Checkpoints are taken between generation batches; an
 exception or Ctrl-C mid-run saves the last completed one, with the RNG state and cursor as
-they were right after it, before it propagates, so no work is lost.
+they were right after it, before it propagates, so no work is lost. The final model is staged
+and moved into place file by file (`files.move_into_place`); when that fails, a checkpoint of
+the final step is saved (or the last one kept) and the error names it.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from aapo.algorithms import get_advantage, get_algorithm
 from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, epoch_order, prepare_rows
+from aapo.files import move_into_place
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
 from aapo.models import (
     inspect_model,
@@ -35,14 +39,16 @@ from aapo.models import (
 )
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sampler
-from aapo.training import builders, deepspeed_engine, scored
+from aapo.training import builders, deepspeed_engine, run_dir, scored
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
+from aapo.training.distributed import gather_lists
 from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
 from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
+FINAL_STAGING = "final.tmp"  # the final save's files, before they move into output_dir
 PROGRESS_KEYS = {
     "reward": "reward",
     "rewards/accuracy/mean": "acc",
@@ -50,6 +56,15 @@ PROGRESS_KEYS = {
     "completions/mean_length": "len",
     "ref_reward": "ref",
 }
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The checkpoint a run resumes from, checked before any model loads."""
+
+    path: Path
+    state: dict[str, Any]  # its trainer_state.json, every field checked
+    same_settings: bool  # written with this run's settings: its position is checked too
 
 
 class Trainer:
@@ -74,17 +89,38 @@ class Trainer:
             deepspeed_engine.check_options(config)
         set_seed(config.seed + acc.process_index)  # distinct sampling streams per process
         self.output_dir = Path(config.output_dir)
+        self.last_checkpoint: Path | None = None  # the newest checkpoint of this run's steps
         self.cursor = 0  # prompts drawn so far, over every process
         self.completions: JsonlSink | None = None  # completions.jsonl, with log_completions
         self.algorithm = get_algorithm(config.algorithm)
         estimator = get_advantage(config.advantage_estimator or self.algorithm.advantage)
         self.layout = config.batch_layout(acc.num_processes)
-        scorer = builders.build_scorer(config, reward_functions)  # before any model loads
+        # output_dir is this run's alone (held until train() ends), before any model loads
+        self._lock = run_dir.claim(
+            self.output_dir,
+            "aapo train",
+            acc,
+            lambda: run_dir.check_fresh(
+                self.output_dir, config.resume_from_checkpoint, config.overwrite_output_dir
+            ),
+        )
         try:
-            self._build(config, estimator, scorer, policy_sampler, reference_sampler)
+            # a resume's checkpoint is checked before any model loads (its position: after data)
+            self.resume_from = self._check_resume() if config.resume_from_checkpoint else None
+            scorer = builders.build_scorer(config, reward_functions)  # before any model loads
+            try:
+                self._build(config, estimator, scorer, policy_sampler, reference_sampler)
+            except BaseException:
+                scorer.close()  # its worker processes must not outlive a failed setup
+                raise
         except BaseException:
-            scorer.close()  # its worker processes must not outlive a failed setup
+            self.close()
             raise
+
+    def close(self) -> None:
+        """Let go of output_dir (train() does when it ends; idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _build(
         self,
@@ -109,11 +145,16 @@ class Trainer:
         builders.check_output_dir(
             config, self.model_info, self.data.total_steps, self.precision.save_dtype
         )
+        if self.resume_from is not None:  # its settings' layout, when they are this run's
+            layout = self.layout if self.resume_from.same_settings else None
+            refills = config.max_sampling_rounds if config.informative_target() > 0 else 1
+            path, state = self.resume_from.path, self.resume_from.state
+            ckpt.check_position(path, state, self.total_steps, layout, refills)
 
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)
         cache = (  # fingerprinted with the initial weights: before any update
-            builders.open_reference_cache(config, model, self.data, self.tokenizer)
+            builders.open_reference_cache(config, model, self.data, self.tokenizer, scorer.names)
             if source == "cached"
             else None
         )
@@ -188,8 +229,19 @@ class Trainer:
         return [replace(self.rows[i], epoch=epoch) for i in order[start : start + share]]
 
     def train(self) -> dict[str, Any]:
+        """Run the steps and save the final model; output_dir is let go of however it ends."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.config
         start_step = self._resume() if cfg.resume_from_checkpoint else 0
+        if cfg.overwrite_output_dir and self.accelerator.is_main_process:
+            replaced = run_dir.clear(self.output_dir)
+            if replaced:
+                log.warning("overwrite_output_dir: deleted the previous run's %s", replaced)
         sinks = self._sinks(resume_step=start_step if cfg.resume_from_checkpoint else None)
         summary: dict[str, Any] = {"skipped_prompts": self.data.skipped_prompts}
         provenance = self.parts.reference and self.parts.reference.provenance()
@@ -213,11 +265,12 @@ class Trainer:
             for sink in [*sinks, *([self.completions] if self.completions else [])]:
                 sink.close()
             self.parts.scorer.close()  # reward workers end with the run, hung or not
+        end = ckpt.rng_state(), self.cursor  # what a checkpoint of the final step holds
         if cfg.eval_num_problems:
             after = last if "eval/accuracy" in last else self._held_out()
             summary["held_out_accuracy_after"] = after["eval/accuracy"]
         summary.update(final_metrics=last, steps=step)
-        self._save_final(summary)
+        self._save_final(summary, step, *end)
         return summary
 
     def _run_steps(
@@ -263,23 +316,32 @@ class Trainer:
 
     def _resume(self) -> int:
         acc = self.accelerator
-        path = ckpt.resolve_resume(self.output_dir, self.config.resume_from_checkpoint)
-        self._check_resumed_config(path)
+        assert self.resume_from is not None
+        path = self.resume_from.path
         state = ckpt.load_checkpoint(
             path, acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc
         )
+        if self.scheduler.last_epoch != state["step"]:  # one scheduler step per optimizer step
+            raise ckpt.CheckpointError(
+                f"{path / ckpt.SCHEDULER}: field 'last_epoch' is {self.scheduler.last_epoch}, "
+                f"but {path / ckpt.STATE} says step {state['step']}"
+            )
         log.info("resumed from %s at step %d", path, state["step"])
+        self.last_checkpoint = path
         self.cursor = state["data_cursor"]
         return state["step"]
 
-    def _check_resumed_config(self, path: Path) -> None:
-        """Settings that change the run's course must match the checkpoint's."""
-        saved = ckpt.read_trainer_state(path).get("config")
+    def _check_resume(self) -> Resume:
+        """The checkpoint to resume: its state and files checked, and its settings this run's
+        (or changed on purpose: `resume_config_changes`)."""
+        path = ckpt.resolve_resume(self.output_dir, self.config.resume_from_checkpoint)
+        state = ckpt.check_checkpoint(path, self.accelerator.num_processes)
+        saved = state.get("config")
         if saved is None:
             raise ConfigError(f"--resume: {path} records no config; it predates this version")
         changed = ckpt.trajectory_config_differences(saved, config_to_dict(self.config))
         if not changed:
-            return
+            return Resume(path, state, same_settings=True)
         listed = "; ".join(changed)
         if not self.config.resume_config_changes:
             raise ConfigError(
@@ -287,6 +349,7 @@ class Trainer:
                 "the same settings, or pass --resume_config_changes true to continue anyway"
             )
         log.warning("resuming %s with changed settings: %s", path, listed)
+        return Resume(path, state, same_settings=False)
 
     def _eval_due(self, step: int) -> bool:
         every = self.config.eval_steps
@@ -313,10 +376,10 @@ class Trainer:
             log.info("held-out accuracy (greedy, %d problems): %.3f", len(rows), accuracy)
         return metrics
 
-    def _save(self, step: int, rng: dict[str, Any], cursor: int) -> None:
+    def _save(self, step: int, rng: dict[str, Any], cursor: int) -> Path | None:
         if self.deepspeed:  # reached only when a run fails: save_steps is refused at start
             log.error("no checkpoint under DeepSpeed (ZeRO partitions the optimizer state)")
-            return
+            return None
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
         path = ckpt.save_checkpoint(
@@ -331,19 +394,77 @@ class Trainer:
         )
         if acc.is_main_process:
             ckpt.rotate(self.output_dir, self.config.save_total_limit, newest=path)
+        self.last_checkpoint = path
+        return path
 
-    def _save_final(self, summary: dict[str, Any]) -> None:
+    def _save_final(
+        self, summary: dict[str, Any], step: int, rng: dict[str, Any], cursor: int
+    ) -> None:
+        """The model, tokenizer and card, staged in `final.tmp` and moved into output_dir,
+        each file whole or not at all. When that fails (a full disk, Ctrl-C), a checkpoint of
+        the final step is saved, or failing that too the last one is kept, and the error
+        names it, so the trained steps can be resumed rather than lost."""
         acc = self.accelerator
         acc.wait_for_everyone()
         weights = ckpt.gathered_weights(self.model)  # FSDP: a collective; else None
-        if not acc.is_main_process:
-            return
-        model = acc.unwrap_model(self.model)
-        save_pretrained_as(model, self.output_dir, self.precision.save_dtype, weights)
-        self.tokenizer.save_pretrained(self.output_dir)
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.save_pretrained(self.output_dir)
-        write_model_card(self.output_dir, self.config, summary)
+        failure: BaseException | None = None
+        if acc.is_main_process:
+            try:
+                self._write_final(weights, summary)
+            except BaseException as err:
+                failure = err
+        if any(gather_lists(acc, [failure is not None])):
+            self._keep_final_state(step, rng, cursor, failure)
+
+    def _write_final(self, weights: dict[str, Any] | None, summary: dict[str, Any]) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        staging = self.output_dir / FINAL_STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
+        staging.mkdir(parents=True)
+        try:
+            save_pretrained_as(model, staging, self.precision.save_dtype, weights)
+            self.tokenizer.save_pretrained(staging)
+            if getattr(model, "generation_config", None) is not None:
+                model.generation_config.save_pretrained(staging)
+            write_model_card(staging, self.config, summary, name=self.output_dir.name)
+            move_into_place(staging, self.output_dir, last=("config.json", "adapter_config.json"))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _keep_final_state(
+        self, step: int, rng: dict[str, Any], cursor: int, failure: BaseException | None
+    ) -> None:
+        """After a failed final save (on the main process; `failure` is None elsewhere):
+        checkpoint the final step if possible, say which checkpoint holds the run, raise."""
+        if failure is None:
+            why = "it failed on the main process"
+        elif ckpt.interrupted(failure):
+            why = "interrupted"
+        elif ckpt.disk_full(failure):
+            why = "no space left on device"
+        else:
+            why = f"{type(failure).__name__}: {failure}"
+        log.error("the final model could not be saved to %s (%s)", self.output_dir, why)
+        try:
+            self._save(step, rng, cursor)
+        except Exception as err:  # a full disk stays full: keep the last checkpoint instead
+            log.error("no checkpoint of step %d either (%s)", step, err)
+        kept = self.last_checkpoint
+        if kept is None:
+            message = (
+                f"the final model could not be saved to {self.output_dir} ({why}) and no "
+                "checkpoint holds this run's steps: they are lost"
+            )
+        else:
+            kept_step = ckpt.read_trainer_state(kept)["step"]
+            message = (
+                f"the final model could not be saved to {self.output_dir} ({why}); {kept} "
+                f"holds step {kept_step} of {self.total_steps}: resume with --resume {kept}"
+            )
+        log.error(message)
+        if failure is not None and ckpt.interrupted(failure):
+            raise KeyboardInterrupt from None
+        raise ckpt.CheckpointError(message) from failure
 
     def _sinks(self, resume_step: int | None) -> list[MetricSink]:
         if not self.accelerator.is_main_process:

@@ -29,10 +29,12 @@ import yaml
 assert sys.argv[1:4] == ["-m", "aapo", "train"] and sys.argv[4] == "--config"
 args = sys.argv[6:]
 resume = args[-1:] == ["--resume"]
+overwrite = "--overwrite_output_dir" in args
 out = Path(args[args.index("--output_dir") + 1])
 planned = json.loads(os.environ["FAKE_CONFIGS"])[str(out)]
 with open(os.environ["FAKE_CALLS"], "a") as calls:
     calls.write(json.dumps(dict(run=out.name, variant=out.parent.name, resume=resume,
+                                overwrite=overwrite,
                                 threads=os.environ["OMP_NUM_THREADS"])) + "\\n")
 if os.environ.get("FAKE_FAIL") == f"{{out.parent.name}}/{{out.name}}":
     print("boom", file=sys.stderr)
@@ -120,6 +122,7 @@ def test_bad_plans_name_the_culprit(tmp_path):
     cases = [
         (["--seed", "4"], "aapo", "--seed is set by compare .* use --seeds"),
         (["--output_dir", "x"], "aapo", "--output_dir is set by compare"),
+        (["--overwrite_output_dir", "true"], "aapo", "--overwrite_output_dir is set by compare"),
         (["--momentum_clip", "true"], "aapo,aapo_noclip", "clashes with variant 'aapo_noclip'"),
         (["--learnin_rate", "1e-3"], "aapo", "unknown config key 'learnin_rate'.*learning_rate"),
         (["--num_generations", "1"], "aapo", "num_generations must be >= 2"),
@@ -161,9 +164,13 @@ def test_finished_runs_are_kept_and_killed_runs_resume_or_restart(tmp_path, fake
     (out / "gpg" / "seed-1" / "summary.json").unlink()
     third = run_jobs(plan, jobs_at_once=1, python=str(fake))
     assert [r.status for r in third] == ["resumed", "kept", "trained", "kept"]
-    assert [(c["variant"], c["run"], c["resume"]) for c in _calls(tmp_path)[4:]] == [
-        ("aapo", "seed-1", True),
-        ("gpg", "seed-1", False),
+    assert not any(c["overwrite"] for c in _calls(tmp_path)[:4])  # fresh folders
+    # the restarted run replaces its killed attempt's files: aapo train refuses it otherwise
+    assert [
+        (c["variant"], c["run"], c["resume"], c["overwrite"]) for c in _calls(tmp_path)[4:]
+    ] == [
+        ("aapo", "seed-1", True, False),
+        ("gpg", "seed-1", False, True),
     ]
 
 

@@ -17,7 +17,8 @@ FINGERPRINT = {"model": "sha256:abc", "temperature": 0.6, "seed": 42}
 def _record(problem: str, sample: int, correct: bool = True) -> dict:
     return {
         "benchmark": "aime24", "id": problem, "sample": sample, "prompt": f"P {problem}",
-        "completion": "\\boxed{1}", "gold": "1", "correct": correct,
+        "completion": "\\boxed{1}", "gold": "1", "correct": correct, "status": "ok",
+        "extracted": "1", "truncated": False, "completion_tokens": 3,
     }  # fmt: skip
 
 

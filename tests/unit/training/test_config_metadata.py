@@ -63,11 +63,13 @@ def test_a_new_field_is_fingerprinted_unless_it_says_otherwise(rows_and_tokenize
 def test_a_cache_built_with_another_value_of_a_new_field_is_refused_naming_it(
     tmp_path, rows_and_tokenizer
 ):
-    from aapo.training.reference.cache import Layout, write_manifest
+    from aapo.training.reference.cache import Layout, shard_name, write_manifest
 
     stored = _fingerprint(WithNewKnobs(dataset_size=8), rows_and_tokenizer)
-    layout = Layout(num_rows=0, rows_per_shard=1, draws=1)
-    write_manifest(tmp_path, stored, layout, ["format"], {}, source={"file": "x"})
+    layout = Layout(num_rows=1, rows_per_shard=1, draws=1)
+    (tmp_path / shard_name(0)).write_bytes(b"")  # never read: the fingerprint fails first
+    source = {"file": "x", "sha256": "0" * 64, "not_checked": "the weights"}
+    write_manifest(tmp_path, stored, layout, ["format", "accuracy"], {}, source=source)
     wanted = _fingerprint(WithNewKnobs(dataset_size=8, new_knob=5), rows_and_tokenizer)
     with pytest.raises(ReferenceCacheError, match=r"new_knob: cache 3, run 5"):
         ReferenceCache.open(tmp_path, wanted)

@@ -7,8 +7,12 @@ from (seed, s), so its contents do not depend on which process builds it, in wha
 whether an earlier attempt was killed. Processes (`accelerate launch`) take shards round-robin
 and skip the ones already on disk; whichever process sees the last shard land writes the
 manifest. Scoring goes through the trainer's `RewardScorer` in chunks of a step's size, so
-timeouts and "not applicable" scores behave as during a step. Completions sampled elsewhere
-(vLLM, SGLang) are imported by `importer.py`. Left out: vLLM sampling here.
+timeouts and "not applicable" scores behave as during a step. One build writes a folder at a
+time: process 0 of a build holds its lock (`run_dir.claim`) until every process of the launch
+is done, its other processes share it, and a second build meets it and is refused; processes
+that split the work by hand (`process_index` given) share it the same way, process 0 taking
+it. Completions sampled elsewhere (vLLM, SGLang) are imported by `importer.py`. Left out: vLLM
+sampling here.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from aapo.data.rows import PromptRow
 from aapo.models import inspect_model, load_model, load_tokenizer, precision_plan, training_device
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout.sampler import Sample, Sampler, SamplingParams
-from aapo.training import builders
+from aapo.training import builders, run_dir
 from aapo.training.config import TrainConfig
 from aapo.training.reference.cache import (
     MANIFEST,
@@ -69,11 +73,19 @@ def build_reference_cache(
     index = state.process_index if process_index is None else process_index
     count = state.num_processes if num_processes is None else num_processes
 
-    scorer = builders.build_scorer(config)  # first: a bad reward fails before loading
+    # one build at a time: its process 0 holds the folder's lock for all of its processes
+    lock = run_dir.claim(config.reference_cache, "aapo reference", state, main=index == 0)
     try:
-        return _fill(config, scorer, state, precision.param_dtype, index, count)
+        scorer = builders.build_scorer(config)  # first: a bad reward fails before loading
+        try:
+            directory = _fill(config, scorer, state, precision.param_dtype, index, count)
+        finally:
+            scorer.close()
+        state.wait_for_everyone()  # the lock outlives every process's last shard
+        return directory
     finally:
-        scorer.close()
+        if lock is not None:
+            lock.release()
 
 
 def _fill(
@@ -231,12 +243,12 @@ def done_shards(directory: Path, fingerprint: dict, layout: Layout) -> set[int]:
         if not path.exists():
             continue
         try:
-            header = read_shard_header(path)
+            header = read_shard_header(path, shard)
         except Exception as err:  # unreadable: not ours to trust, so it is sampled again
             log.warning("%s is unreadable (%s); it will be rebuilt", path, err)
             continue
-        differences = fingerprint_differences(header.get("fingerprint", {}), fingerprint)
-        differences += fingerprint_differences(header.get("layout", {}), vars(layout))
+        differences = fingerprint_differences(header["fingerprint"], fingerprint)
+        differences += fingerprint_differences(header["layout"], vars(layout))
         if differences:
             raise ReferenceCacheError(
                 f"{path} was built with other settings; choose another reference_cache or "

@@ -5,6 +5,9 @@ A cache is a directory: `shard-NNNNN.safetensors` files, each holding every draw
 reward names, each shard's sha256), written last. Every file is written to a temporary name and
 renamed, so a half-written file never counts and finished shards survive a kill. Each shard
 also carries the fingerprint in its header, so a rerun resumes only shards of the same setup.
+Read back, every field of the manifest and of a shard's header is checked (`check_manifest`,
+`read_shard_header`: types, counts, names, the layout's numbers against each other), and each
+shard's tensors by dtype and shape; a failure names the file and the field.
 
 The fingerprint names everything the stored values depend on; `ReferenceCache.open` refuses a
 run that differs, naming each field with both values, and a shard whose bytes changed. A
@@ -21,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,11 +33,20 @@ import torch
 from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
 from aapo.files import atomic_write, file_sha256
+from aapo.messages import shown
 from aapo.training.config import derived_reference_entries, reference_fields
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FIELDS = ("rewards", "valid", "per_function", "lengths", "truncated")
+FIELD_DTYPES = {
+    "rewards": torch.float32,
+    "valid": torch.bool,
+    "per_function": torch.float32,
+    "lengths": torch.int32,
+    "truncated": torch.bool,
+    "rows": torch.int64,
+}
 
 
 class ReferenceCacheError(ConfigError):
@@ -167,13 +179,8 @@ def fingerprint_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> l
     for name in sorted(set(stored) | set(wanted)):
         a, b = stored.get(name, "<absent>"), wanted.get(name, "<absent>")
         if a != b:
-            out.append(f"{name}: cache {_short(a)}, run {_short(b)}")
+            out.append(f"{name}: cache {shown(a)}, run {shown(b)}")
     return out
-
-
-def _short(value: Any, width: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # storage ------------------------------------------------------------------------------------
@@ -204,11 +211,25 @@ def write_shard(
     atomic_write(directory / shard_name(shard), save(tensors, metadata=metadata))
 
 
-def read_shard_header(path: Path) -> dict[str, Any]:
+def read_shard_header(path: Path, shard: int | None = None) -> dict[str, Any]:
+    """A shard's header (`shard_header`), every field checked; `shard` is the number its
+    file name says it holds."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        return json.loads((handle.metadata() or {}).get("aapo", "{}"))
+        header = json.loads((handle.metadata() or {}).get("aapo", "{}"))
+    if not isinstance(header, dict):
+        raise ReferenceCacheError(f"{path}: its header must be a JSON object, got {shown(header)}")
+    if not isinstance(header.get("fingerprint"), dict):
+        raise _field_error(path, "fingerprint", "a mapping", header.get("fingerprint"))
+    if header.get("format_version") != FORMAT_VERSION:
+        raise _field_error(
+            path, "format_version", str(FORMAT_VERSION), header.get("format_version")
+        )
+    check_layout(path, header.get("layout"))
+    if type(header.get("shard")) is not int or (shard is not None and header["shard"] != shard):
+        raise _field_error(path, "shard", f"{shard} (its file name's)", header.get("shard"))
+    return header
 
 
 def write_manifest(
@@ -239,6 +260,7 @@ def write_manifest(
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest, every field checked (`check_manifest`); a failure names the field."""
     path = directory / MANIFEST
     if not path.exists():
         done = len(list(directory.glob("shard-*.safetensors"))) if directory.is_dir() else 0
@@ -250,12 +272,74 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ReferenceCacheError(f"{path} is not valid JSON ({err.msg})") from err
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ReferenceCacheError(
-            f"{path}: format_version {manifest.get('format_version')!r}, this aapo reads "
-            f"{FORMAT_VERSION}; rebuild the cache"
-        )
+    except UnicodeDecodeError as err:
+        raise ReferenceCacheError(f"{path} is not UTF-8 text ({err.reason})") from err
+    check_manifest(path, manifest)
     return manifest
+
+
+def check_manifest(path: Path, manifest: Any) -> None:
+    """Every field of a manifest as `write_manifest` writes it: the format version; the
+    fingerprint and info mappings; the layout's three counts (ints >= 1); `num_shards` the
+    layout's; one sha256 per shard, named as the layout numbers them; reward names unique
+    strings, as many as the fingerprint's reward functions; an imported cache's `source`."""
+    if not isinstance(manifest, dict):
+        raise ReferenceCacheError(f"{path} must hold a JSON object, got {shown(manifest)}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION or type(version) is not int:
+        raise ReferenceCacheError(
+            f"{path}: format_version {shown(version)}, this aapo reads {FORMAT_VERSION}; "
+            "rebuild the cache"
+        )
+    for name in ("fingerprint", "info"):
+        if not isinstance(manifest.get(name), dict):
+            raise _field_error(path, name, "a mapping", manifest.get(name))
+    layout = check_layout(path, manifest.get("layout"))
+    if manifest.get("num_shards") != layout.num_shards or type(manifest["num_shards"]) is not int:
+        raise _field_error(
+            path, "num_shards", f"{layout.num_shards} (the layout's)", manifest.get("num_shards")
+        )
+    shards = manifest.get("shards")
+    wanted = [shard_name(s) for s in range(layout.num_shards)]
+    if not isinstance(shards, dict) or sorted(shards) != wanted:
+        raise _field_error(path, "shards", f"one entry per shard ({wanted[0]}, ...)", shards)
+    for name, sha in shards.items():
+        if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+            raise _field_error(path, f"shards.{name}", "a sha256 in hex", sha)
+    names = manifest.get("reward_names")
+    functions = manifest["fingerprint"].get("reward_funcs")
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+        or (isinstance(functions, list) and len(functions) != len(names))
+    ):
+        raise _field_error(
+            path, "reward_names", "one unique name per reward function of the fingerprint", names
+        )
+    source = manifest.get("source")
+    if source is not None and not (
+        isinstance(source, dict)
+        and all(isinstance(source.get(k), str) for k in ("file", "sha256", "not_checked"))
+    ):
+        raise _field_error(path, "source", "file, sha256 and not_checked (strings)", source)
+
+
+def check_layout(path: Path, layout: Any) -> Layout:
+    """A manifest's or shard header's `layout`: exactly Layout's three counts, ints >= 1."""
+    keys = [f.name for f in fields(Layout)]
+    if (
+        not isinstance(layout, dict)
+        or sorted(layout) != sorted(keys)
+        or not all(type(layout[k]) is int and layout[k] >= 1 for k in keys)
+    ):
+        raise _field_error(path, "layout", f"{', '.join(keys)} (integers >= 1)", layout)
+    return Layout(**layout)
+
+
+def _field_error(path: Path, name: str, wanted: str, got: Any) -> ReferenceCacheError:
+    return ReferenceCacheError(f"{path}: field {name!r} must be {wanted}, got {shown(got)}")
 
 
 # lookup -------------------------------------------------------------------------------------
@@ -276,15 +360,25 @@ class ReferenceCache:
 
     @classmethod
     def open(
-        cls, path: str | Path, fingerprint: dict[str, Any], problems: list[str] | None = None
+        cls,
+        path: str | Path,
+        fingerprint: dict[str, Any],
+        problems: list[str] | None = None,
+        reward_names: list[str] | None = None,
     ) -> ReferenceCache:
-        """Check the manifest against `fingerprint` and every shard against its checksum.
+        """Check the manifest against `fingerprint` (and the run's `reward_names`, when
+        given) and every shard against its checksum, dtypes and shapes.
 
         An imported cache is checked on every field but `SAMPLED_ONLY`, which it cannot
         vouch for (its `source` says so). `problems` (the rows' problem texts, optional) lets
         running out of draws name the prompt."""
         directory = Path(path)
         manifest = read_manifest(directory)
+        if reward_names is not None and manifest["reward_names"] != list(reward_names):
+            raise ReferenceCacheError(
+                f"{directory / MANIFEST}: field 'reward_names' is "
+                f"{shown(manifest['reward_names'])}, this run's rewards are {shown(reward_names)}"
+            )
         if manifest.get("source") is not None:
             fingerprint = {k: v for k, v in fingerprint.items() if k not in SAMPLED_ONLY}
         differences = fingerprint_differences(manifest["fingerprint"], fingerprint)
@@ -304,6 +398,12 @@ class ReferenceCache:
                 f"reference cache {directory}: its shards do not hold rows 0..{layout.num_rows - 1}"
                 f" once each with {layout.draws} draws of G={shape[2]}; rebuild it"
             )
+        K = len(manifest["reward_names"])
+        if tensors["per_function"].shape[3:] != (K,):
+            raise ReferenceCacheError(
+                f"reference cache {directory}: its shards score "
+                f"{tuple(tensors['per_function'].shape[3:])} functions, the manifest names {K}"
+            )
         return cls(directory, manifest, tensors, list(problems or []))
 
     @staticmethod
@@ -320,7 +420,16 @@ class ReferenceCache:
                 f"{directory / MANIFEST}; delete the shard and the manifest and rerun "
                 "`aapo reference` to rebuild it"
             )
-        return load(data)
+        tensors = load(data)
+        if sorted(tensors) != sorted((*FIELDS, "rows")) or any(
+            tensors[key].dtype != dtype for key, dtype in FIELD_DTYPES.items()
+        ):
+            found = {key: str(value.dtype) for key, value in tensors.items()}
+            raise ReferenceCacheError(
+                f"reference cache shard {path} does not hold {sorted(FIELD_DTYPES)} with "
+                f"their dtypes (found {shown(found)}); rebuild it"
+            )
+        return tensors
 
     @property
     def draws(self) -> int:
@@ -349,7 +458,7 @@ class ReferenceCache:
                 problem = self.problems[row] if row < len(self.problems) else f"row {row}"
                 raise ReferenceCacheError(
                     f"reference cache {self.path} has {self.layout.draws} draws per prompt; "
-                    f"draw {use} of prompt {_short(problem, 60)} (row {row}) was asked for. "
+                    f"draw {use} of prompt {shown(problem)} (row {row}) was asked for. "
                     "Rebuild it with a larger reference_draws"
                 )
         rows, draws = torch.tensor(row_indices), torch.tensor(uses)

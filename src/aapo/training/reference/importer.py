@@ -43,9 +43,11 @@ from tqdm.auto import tqdm
 
 from aapo.config import ConfigError
 from aapo.data.completions import Completion, row_completions
-from aapo.data.datasets import DatasetError, read_jsonl, shown
+from aapo.data.datasets import DatasetError, read_jsonl
 from aapo.data.rows import PromptRow
 from aapo.files import file_sha256
+from aapo.locks import DirectoryLock
+from aapo.messages import shown
 from aapo.models import load_tokenizer, resolve_model_path
 from aapo.rollout.sampler import Sample, saved_eos_ids
 from aapo.training import builders
@@ -102,6 +104,14 @@ def import_reference_completions(config: TrainConfig, path: str | Path) -> Path:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("aapo reference --completions runs in one process, not under a launcher")
     config = builders.prepare_config(config)
+    lock = DirectoryLock(config.reference_cache, "aapo reference --completions").acquire()
+    try:
+        return _import(config, path)
+    finally:
+        lock.release()
+
+
+def _import(config: TrainConfig, path: str | Path) -> Path:
     scorer = builders.build_scorer(config)  # first: a bad reward fails before any reading
     try:
         model_path = resolve_model_path(config.model_name_or_path)

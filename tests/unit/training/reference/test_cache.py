@@ -2,6 +2,7 @@
 it refuses a run that differs (naming the field), resumes after an interruption to the same
 bytes, splits over processes without a gap or a double, and detects corruption."""
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -254,3 +255,100 @@ def test_draws_needed_counts_the_epochs_a_run_starts():
     assert TrainData([], 0, steps_per_epoch=4, total_steps=10).epochs_started == 3
     assert TrainData([], 0, steps_per_epoch=4, total_steps=8).epochs_started == 2
     assert TrainData([], 0, steps_per_epoch=4, total_steps=6).epochs_started == 2
+
+
+# what is read back is checked before it is trusted -------------------------------------------
+
+
+def _edit_manifest(directory: Path, copy: Path, edit) -> Path:
+    shutil.copytree(directory, copy)
+    path = copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edited = edit(manifest)
+    path.write_text(json.dumps(manifest if edited is None else edited))
+    return path
+
+
+def _shards_without_first(m):
+    del m["shards"][shard_name(0)]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: [m], r"manifest.json must hold a JSON object"),
+        (lambda m: m.update(format_version=True), r"format_version True, this aapo reads 1"),
+        (lambda m: m.update(fingerprint=[1]), r"field 'fingerprint' must be a mapping"),
+        (lambda m: m.update(info="x"), r"field 'info' must be a mapping"),
+        (lambda m: m["layout"].update(num_rows=-3), r"field 'layout' must be num_rows, "),
+        (lambda m: m["layout"].update(draws="2"), r"field 'layout' .* got \{.*'draws': '2'"),
+        (lambda m: m["layout"].update(rows_per_shard=2.5), r"field 'layout' must be"),
+        (lambda m: m["layout"].update(extra=1), r"field 'layout' must be"),
+        (lambda m: m.update(num_shards=5), r"field 'num_shards' must be 4 \(the layout's\)"),
+        (lambda m: m.update(num_shards=4.0), r"field 'num_shards' must be 4"),
+        (_shards_without_first, r"field 'shards' must be one entry per shard"),
+        (
+            lambda m: m["shards"].update({shard_name(1): "not a sha"}),
+            r"field 'shards.shard-00001.safetensors' must be a sha256 in hex, got 'not a sha'",
+        ),
+        (lambda m: m.update(reward_names=["format"]), r"field 'reward_names' must be one unique"),
+        (lambda m: m.update(reward_names=["a", "a"]), r"field 'reward_names'"),
+        (lambda m: m.update(reward_names=[1, 2]), r"field 'reward_names' .* got \[1, 2\]"),
+        (lambda m: m.update(source={"file": 3}), r"field 'source' must be file, sha256"),
+    ],
+)
+def test_every_manifest_field_is_checked_naming_the_file_and_field(built, tmp_path, edit, message):
+    directory, _, fingerprint = built
+    path = _edit_manifest(directory, tmp_path / "ref", edit)
+    with pytest.raises(ReferenceCacheError, match=message) as info:
+        ReferenceCache.open(tmp_path / "ref", fingerprint)
+    assert str(path) in str(info.value)
+
+
+def test_a_cache_scored_with_other_reward_names_is_refused(built):
+    directory, _, fingerprint = built
+    with pytest.raises(
+        ReferenceCacheError,
+        match=r"'reward_names' is \['format', 'accuracy'\], this run's rewards are \['format', 'c",
+    ):
+        ReferenceCache.open(directory, fingerprint, reward_names=["format", "correct"])
+    ReferenceCache.open(directory, fingerprint, reward_names=["format", "accuracy"])
+
+
+def test_a_shard_whose_header_is_not_its_own_is_rebuilt(built, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    directory, config, _ = built
+    copy = tmp_path / "ref"
+    shutil.copytree(directory, copy)
+    (copy / "manifest.json").unlink()  # an unfinished build, resumed
+    path = copy / shard_name(1)
+    with safe_open(str(path), "pt") as handle:
+        header = json.loads(handle.metadata()["aapo"])
+    header["shard"] = 3  # it claims another shard's place
+    path.write_bytes(save(load(path.read_bytes()), metadata={"aapo": json.dumps(header)}))
+    build_reference_cache(replace(config, reference_cache=str(copy)), 0, 1)
+    assert _files(copy) == _files(directory)
+
+
+def test_a_shard_of_other_dtypes_is_refused_even_with_a_matching_checksum(built, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    from aapo.files import file_sha256
+
+    directory, _, fingerprint = built
+    copy = tmp_path / "ref"
+    shutil.copytree(directory, copy)
+    path = copy / shard_name(0)
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load(path.read_bytes())
+    tensors["rewards"] = tensors["rewards"].double()
+    path.write_bytes(save(tensors, metadata=metadata))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["shards"][shard_name(0)] = file_sha256(path)  # re-signed: only the dtype is off
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReferenceCacheError, match=r"shard-00000.safetensors does not hold .*"):
+        ReferenceCache.open(copy, fingerprint)

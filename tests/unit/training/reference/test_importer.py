@@ -204,7 +204,8 @@ def test_the_trainer_reads_an_imported_cache_and_says_where_it_came_from(
     assert "ref_reward" in summary["final_metrics"]
     assert "not sampled by aapo" in (tmp_path / "run" / "README.md").read_text()
     with pytest.raises(ReferenceCacheError, match=r"temperature: cache 1\.0, run 0\.5"):
-        Trainer(replace(run, temperature=0.5))  # the other fields still hold it to the run
+        # the other fields still hold it to the run (a fresh folder: the first holds a run)
+        Trainer(replace(run, temperature=0.5, output_dir=str(tmp_path / "run2")))
 
 
 def test_a_directory_holding_another_file_or_setup_is_refused(sampled, script_rows, tmp_path):
