@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    from aapo.rewards.errors import RewardReturnError
     from aapo.metrics import MetricsFileError
+    from aapo.rewards.errors import RewardReturnError
     from aapo.rewards.reward_process import RewardWorkerError
     from aapo.training.checkpoint import CheckpointError
 

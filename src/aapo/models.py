@@ -32,8 +32,8 @@ from typing import Any, Literal
 import torch
 
 from aapo import model_sources
-from aapo.model_sources import ModelInfo
 from aapo.messages import shown
+from aapo.model_sources import ModelInfo
 
 log = logging.getLogger(__name__)
 BUNDLED = "bundled"

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aapo.messages import SHOWN_CHARS, shown  # noqa: F401 (imported from here elsewhere too)
+from aapo.messages import shown
 
 PROBLEM_KEYS = ("problem", "question", "prompt")
 ANSWER_KEYS = ("answer", "solution")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aapo.data.datasets import shown
+from aapo.messages import shown
 from aapo.rewards.errors import RewardReturnError
 from aapo.rewards.reward_process import ProcessReward, RewardWorkerError
 
