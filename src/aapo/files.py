@@ -1,6 +1,7 @@
-"""Files written whole or not at all, and their checksums: what a reference cache, its
-manifest and an imported completions file are identified and written by; the final model's
-files are staged in a folder and moved into place (`move_into_place`).
+"""Files written whole or not at all, their checksums, and JSON objects read back: what a
+reference cache, its manifest and an imported completions file are identified and written by;
+the final model's files are staged in a folder and moved into place (`move_into_place`);
+checkpoint states, manifests and evaluation files are read back by `read_json_object`.
 
 Left out: checkpoints, which are whole directories renamed into place (training/checkpoint.py).
 """
@@ -8,9 +9,13 @@ Left out: checkpoints, which are whole directories renamed into place (training/
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+from aapo.messages import shown
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -62,3 +67,15 @@ def _fsync_directory(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_json_object(path: Path, error: type[Exception], hint: str = "") -> dict[str, Any]:
+    """The JSON object in `path`; text that is not JSON, not UTF-8, or not an object raises
+    `error` naming the file (and `hint`: what to do)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
+        raise error(f"{path} is not valid JSON ({err}){hint}") from err
+    if not isinstance(value, dict):
+        raise error(f"{path} must hold a JSON object, got {shown(value)}{hint}")
+    return value

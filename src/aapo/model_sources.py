@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aapo.files import read_json_object
+
 log = logging.getLogger(__name__)
 CONFIG = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -175,13 +177,7 @@ def _raw_config(path: str, name: str) -> dict[str, Any]:
             file = Path(hf_hub_download(path, CONFIG))
         except Exception as err:  # the network, again; `locate` reached the hub a moment ago
             raise ModelError(f"model {name!r}: cannot fetch its {CONFIG} ({err})") from err
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{file} cannot be read as JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ModelError(f"{file} must hold a JSON object")
-    return data
+    return read_json_object(file, ModelError)
 
 
 def _auto_config(path: str, name: str, raw: dict[str, Any]) -> Any:

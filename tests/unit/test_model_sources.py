@@ -121,7 +121,7 @@ def test_a_model_without_a_causal_lm_class_is_refused(tmp_path):
 
 def test_a_config_that_is_not_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{model_type: qwen2")
-    with pytest.raises(ModelError, match="cannot be read as JSON"):
+    with pytest.raises(ModelError, match="is not valid JSON"):
         inspect(str(tmp_path), "mine")
 
 

@@ -35,7 +35,7 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from aapo.config import ConfigError
-from aapo.files import atomic_write
+from aapo.files import atomic_write, read_json_object
 from aapo.models import BUNDLED
 
 if TYPE_CHECKING:  # types only: assembling results reads what these produced
@@ -234,12 +234,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
         path = path / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"no results file at {path} (give a results.json or its folder)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid JSON ({err})") from err
-    if not isinstance(results, dict):
-        raise ConfigError(f"{path} must hold a JSON object (an aapo eval's results)")
+    results = read_json_object(path, ConfigError, " (an aapo eval's results)")
     for name, kind in (("model", str), ("benchmarks", dict)):
         if not isinstance(results.get(name), kind):
             raise ConfigError(

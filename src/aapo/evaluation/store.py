@@ -30,7 +30,7 @@ from typing import Any
 
 from aapo.config import ConfigError
 from aapo.evaluation.config import EvalConfig
-from aapo.files import atomic_write
+from aapo.files import atomic_write, read_json_object
 from aapo.locks import DirectoryLock
 from aapo.messages import shown
 
@@ -124,15 +124,7 @@ def _open_records(
 
 
 def _read_fingerprint(path: Path) -> dict[str, Any]:
-    try:
-        stamp = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            f"{path} is not valid JSON ({err}); use another --output_dir or --overwrite true"
-        ) from err
-    if not isinstance(stamp, dict):
-        raise ConfigError(f"{path} must hold a JSON object, got {shown(stamp)}")
-    return stamp
+    return read_json_object(path, ConfigError, "; use another --output_dir or --overwrite true")
 
 
 # what each field of a record must be, as harness.record and external.py write it

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from aapo.files import read_json_object
 from aapo.messages import shown
 from aapo.training.config import TrainConfig, resumable_fields
 
@@ -281,12 +282,7 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     state_file = path / STATE
     if not state_file.exists():
         raise FileNotFoundError(f"{path} is not a complete aapo checkpoint (no {STATE})")
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{state_file} is not valid JSON ({err})") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{state_file} must hold a JSON object, got {shown(state)}")
+    state = read_json_object(state_file, CheckpointError)
     for name, required, low in (("step", True, 1), ("num_processes", True, 1),
                                 ("data_cursor", False, 0)):  # fmt: skip
         value = state.get(name)

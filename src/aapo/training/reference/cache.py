@@ -32,7 +32,7 @@ import torch
 
 from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
-from aapo.files import atomic_write, file_sha256
+from aapo.files import atomic_write, file_sha256, read_json_object
 from aapo.messages import shown
 from aapo.training.config import derived_reference_entries, reference_fields
 
@@ -268,12 +268,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"{path} does not exist: the reference cache is missing or unfinished ({done} "
             "shards written); run `aapo reference` with this run's config to build or finish it"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ReferenceCacheError(f"{path} is not valid JSON ({err.msg})") from err
-    except UnicodeDecodeError as err:
-        raise ReferenceCacheError(f"{path} is not UTF-8 text ({err.reason})") from err
+    manifest = read_json_object(path, ReferenceCacheError)
     check_manifest(path, manifest)
     return manifest
 
