@@ -227,6 +227,28 @@ def test_periodic_held_out_evaluation_is_logged(tmp_path):
     assert summary["held_out_accuracy_after"] == metrics[-1]["eval/accuracy"]
 
 
+def test_final_held_out_check_on_more_problems_than_the_periodic_one(tmp_path):
+    config = _config(
+        tmp_path, max_steps=2, eval_num_problems=6, eval_steps=1, eval_final_num_problems=15,
+        algorithm="grpo",
+    )  # fmt: skip
+    summary = Trainer(config).train()
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    periodic = [m for m in metrics if "eval/accuracy" in m]
+    final = [m for m in metrics if "eval_final/accuracy" in m]
+    assert [m["step"] for m in periodic] == [0, 1, 2]  # the curve on 6 problems, as before
+    assert [m["step"] for m in final] == [0, 2]  # before and after, on 15
+    for line in final:  # 15 problems, 3 per level: accuracies are multiples of 1/3 per level
+        levels = {k: v for k, v in line.items() if k.startswith("eval_final/accuracy/level_")}
+        assert len(levels) == 5 and all(round(3 * v, 9) % 1 == 0 for v in levels.values())
+        assert line["eval_final/accuracy"] == pytest.approx(sum(levels.values()) / 5)
+    assert summary["held_out_accuracy_before"] == final[0]["eval_final/accuracy"]
+    assert summary["held_out_accuracy_after"] == final[-1]["eval_final/accuracy"]
+    assert summary["held_out_problems"] == 15
+
+
 def _metrics_without_times(run):
     return _strip_times(run / "metrics.jsonl")
 
