@@ -102,6 +102,9 @@ def test_every_algorithm_moves_towards_rewarded_completions(tmp_path, algorithm)
         assert key in metrics[-1]
     assert metrics[-1]["frac_reward_zero_std"] == 0.0 and metrics[-1]["reward"] == 0.5
     assert ("ref_reward" in metrics[-1]) == (algorithm == "aapo")
+    assert ("momentum/mass_share" in metrics[-1]) == (algorithm == "aapo")
+    by_level = {k: v for k, v in metrics[-1].items() if k.startswith("ties/level_")}
+    assert by_level and set(by_level.values()) == {0.0}  # synthetic rows carry their level
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert "Final metrics" in (tmp_path / "run" / "README.md").read_text()
     assert summary["steps"] == 2
