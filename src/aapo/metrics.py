@@ -2,7 +2,8 @@
 
 Names follow TRL where TRL has one (`reward`, `rewards/<name>/mean`, `frac_reward_zero_std`,
 `completions/mean_length`, `kl`, `clip_ratio/...`, `grad_norm`, `learning_rate`, `loss`);
-AAPO's own are `ref_reward`, `momentum/*` and `advantage/zero_frac`, and `time/*` splits a
+AAPO's own are `ref_reward`, `momentum/*` (docs/ALGORITHMS.md §3.5, §3.7),
+`advantage/zero_frac` and `ties/level_<L>` (ties by the rows' `level`), and `time/*` splits a
 step into policy generation, reference generation, rewards and the update (`timed`).
 """
 

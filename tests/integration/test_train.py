@@ -102,6 +102,9 @@ def test_every_algorithm_moves_towards_rewarded_completions(tmp_path, algorithm)
         assert key in metrics[-1]
     assert metrics[-1]["frac_reward_zero_std"] == 0.0 and metrics[-1]["reward"] == 0.5
     assert ("ref_reward" in metrics[-1]) == (algorithm == "aapo")
+    assert ("momentum/mass_share" in metrics[-1]) == (algorithm == "aapo")
+    by_level = {k: v for k, v in metrics[-1].items() if k.startswith("ties/level_")}
+    assert by_level and set(by_level.values()) == {0.0}  # synthetic rows carry their level
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert "Final metrics" in (tmp_path / "run" / "README.md").read_text()
     assert summary["steps"] == 2
@@ -228,6 +231,28 @@ def test_periodic_held_out_evaluation_is_logged(tmp_path):
         assert levels, line  # the synthetic test split has levels
     assert summary["held_out_accuracy_before"] == metrics[0]["eval/accuracy"]
     assert summary["held_out_accuracy_after"] == metrics[-1]["eval/accuracy"]
+
+
+def test_final_held_out_check_on_more_problems_than_the_periodic_one(tmp_path):
+    config = _config(
+        tmp_path, max_steps=2, eval_num_problems=6, eval_steps=1, eval_final_num_problems=15,
+        algorithm="grpo",
+    )  # fmt: skip
+    summary = Trainer(config).train()
+    metrics = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    periodic = [m for m in metrics if "eval/accuracy" in m]
+    final = [m for m in metrics if "eval_final/accuracy" in m]
+    assert [m["step"] for m in periodic] == [0, 1, 2]  # the curve on 6 problems, as before
+    assert [m["step"] for m in final] == [0, 2]  # before and after, on 15
+    for line in final:  # 15 problems, 3 per level: accuracies are multiples of 1/3 per level
+        levels = {k: v for k, v in line.items() if k.startswith("eval_final/accuracy/level_")}
+        assert len(levels) == 5 and all(round(3 * v, 9) % 1 == 0 for v in levels.values())
+        assert line["eval_final/accuracy"] == pytest.approx(sum(levels.values()) / 5)
+    assert summary["held_out_accuracy_before"] == final[0]["eval_final/accuracy"]
+    assert summary["held_out_accuracy_after"] == final[-1]["eval_final/accuracy"]
+    assert summary["held_out_problems"] == 15
 
 
 def _metrics_without_times(run):

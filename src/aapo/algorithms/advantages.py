@@ -21,6 +21,7 @@ in training/collect.py, before advantages are computed).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -297,8 +298,13 @@ def aapo(
     raw = torch.where(paired, rewards.double() - ref_rewards.double(), 0.0)  # [B, G]
     momentum = raw.clamp(delta_low, delta_high) if momentum_clip else raw
     advantages = torch.where(valid, group_term + momentum, 0.0).to(dtype)
+    tied = group_stats(rewards, valid).tied  # [B]
     return AdvantageResult(
-        advantages, _momentum_metrics(raw, momentum, paired, valid, delta_low, delta_high)
+        advantages,
+        {
+            **_momentum_metrics(raw, momentum, paired, valid, delta_low, delta_high),
+            **_mass_metrics(group_term, momentum, valid, tied),
+        },
     )
 
 
@@ -316,4 +322,22 @@ def _momentum_metrics(
         "momentum/mean": float(torch.where(valid, momentum, 0.0).sum() / count),
         "momentum/clip_low_frac": float((paired & (raw < delta_low)).sum() / count),
         "momentum/clip_high_frac": float((paired & (raw > delta_high)).sum() / count),
+    }
+
+
+def _mass_metrics(
+    group_term: Tensor, momentum: Tensor, valid: Tensor, tied: Tensor
+) -> dict[str, float]:
+    """How much of the advantage mass the momentum carries, and how much of that lies in tied
+    groups, where it is all there is (docs/ALGORITHMS.md §3.7). NaN when there is no mass."""
+    group_mass = torch.where(valid, group_term, 0.0).abs().sum()
+    momentum_abs = torch.where(valid, momentum, 0.0).abs()  # [B, G]
+    momentum_mass = momentum_abs.sum()
+    tied_mass = momentum_abs[tied].sum()
+    total = group_mass + momentum_mass
+    return {
+        "momentum/mass_share": float(momentum_mass / total) if total > 0 else math.nan,
+        "momentum/tied_mass_share": (
+            float(tied_mass / momentum_mass) if momentum_mass > 0 else math.nan
+        ),
     }

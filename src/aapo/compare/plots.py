@@ -52,6 +52,12 @@ PANELS = (
     Panel("zero_advantage", "Fraction of zero advantages", ("advantage/zero_frac",)),
     Panel("momentum_mean", "AAPO momentum mean", ("momentum/mean",)),
     Panel(
+        "momentum_mass",
+        "Momentum's share of the advantage mass",
+        ("momentum/mass_share", "momentum/tied_mass_share"),
+        ("of all mass", "of it, in tied groups"),
+    ),
+    Panel(
         "momentum_clip",
         "Momentum clipped at its bounds",
         ("momentum/clip_low_frac", "momentum/clip_high_frac"),
@@ -104,11 +110,12 @@ def level_panels(groups: Mapping[str, Sequence[Run]]) -> list[Panel]:
             (f"eval/accuracy/level_{level}",),
             smooth=False,
         )
-        for level in sorted(found, key=_level_order)
+        for level in sorted(found, key=level_order)
     ]
 
 
-def _level_order(level: str) -> tuple[int, Any]:
+def level_order(level: str) -> tuple[int, Any]:
+    """Numeric levels first, in numeric order, then the rest by name."""
     return (0, int(level)) if level.isdigit() else (1, level)
 
 

@@ -1,14 +1,18 @@
 """The Markdown report of a comparison: held-out accuracy per variant (overall and per
 difficulty level) with 95% intervals over seeds and its interquartile mean, the paired difference
 to a baseline (Student-t and bootstrap intervals) and the probability of improvement over it,
-steps to a target accuracy, the variance of the training loss, the fraction of tied groups, the
-figures.
+per level the paired difference and the fraction of tied groups over training, steps to a target
+accuracy, the variance of the training loss (and where it says nothing), the fraction of tied
+groups, AAPO's momentum share of the advantage mass, the figures.
 
 Each quantity is computed per run, then summarised over seeds (stats.py). The final held-out
-accuracy is the run's `held_out_accuracy_after` (summary.json) or else its last `eval/accuracy`.
-Steps to target use held-out accuracy when the runs logged it during training, else training
-accuracy smoothed over `TRAIN_WINDOW` steps (said so in the report). A result is reported as it
-is: the paired table says "no clear difference" whenever the interval contains 0.
+accuracy is the run's `held_out_accuracy_after` (summary.json) or else its last
+`eval_final/accuracy` (the final check, when it had its own size), else its last
+`eval/accuracy`; per level likewise from `eval_final/accuracy/level_<L>`, else
+`eval/accuracy/level_<L>`. Steps to target use held-out accuracy when the runs logged it during
+training, else training accuracy smoothed over `TRAIN_WINDOW` steps (said so in the report). A
+result is reported as it is: the paired table says "no clear difference" whenever the interval
+contains 0.
 
 Left out: the figures themselves (plots.py).
 """
@@ -17,12 +21,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aapo.compare import stats
-from aapo.compare.plots import LEVEL_KEY, level_panels
+from aapo.compare.plots import level_order
 from aapo.compare.runs import Run
 from aapo.compare.variants import CompareError
 from aapo.messages import shown
@@ -30,6 +35,11 @@ from aapo.messages import shown
 TRAIN_WINDOW = 10
 PAPER_LOSS_VARIANCE = "3.6e-4 AAPO, 3.9e-4 GPG, 3.53e-3 GRPO (1.5B run)"
 RUN_KEYS = {"seed", "output_dir", "resume_from_checkpoint", "algorithm"}
+# the final held-out check, then the periodic one (the final one's when their sizes agree)
+ACCURACY_KEYS = ("eval_final/accuracy", "eval/accuracy")
+ACCURACY_LEVEL = re.compile(r"^eval(?:_final)?/accuracy/level_(.+)$")
+TIES_LEVEL = re.compile(r"^ties/level_(.+)$")
+ZERO_LOSS = 1e-6  # a run whose every logged loss is this close to 0 has a loss 0 by construction
 Measure = Callable[[Run], float | None]
 
 
@@ -40,22 +50,44 @@ def _finite(value: Any) -> float | None:
 
 def final_accuracy(run: Run) -> float | None:
     after = _finite(run.summary.get("held_out_accuracy_after"))
-    if after is not None:
-        return after
-    values = run.curve("eval/accuracy")[1]
-    return values[-1] if values else None
+    return after if after is not None else _last_of(run, ACCURACY_KEYS)
 
 
 def initial_accuracy(run: Run) -> float | None:
     before = _finite(run.summary.get("held_out_accuracy_before"))
     if before is not None:
         return before
-    steps, values = run.curve("eval/accuracy")
-    return values[0] if steps and steps[0] == 0 else None
+    for key in ACCURACY_KEYS:
+        steps, values = run.curve(key)
+        if steps:
+            return values[0] if steps[0] == 0 else None
+    return None
 
 
-def last_value(key: str) -> Measure:
-    return lambda run: (run.curve(key)[1] or [None])[-1]
+def level_accuracy(level: str) -> Measure:
+    """A run's final held-out accuracy on one difficulty level."""
+    return lambda run: _last_of(run, [f"{key}/level_{level}" for key in ACCURACY_KEYS])
+
+
+def _last_of(run: Run, keys: Sequence[str]) -> float | None:
+    """The last value of the first of `keys` the run logged."""
+    for key in keys:
+        values = run.curve(key)[1]
+        if values:
+            return values[-1]
+    return None
+
+
+def levels_logged(groups: Mapping[str, Sequence[Run]], pattern: re.Pattern[str]) -> list[str]:
+    """The levels L of the metric names matching `pattern` (group 1 = L) that some run logged."""
+    found = {
+        m.group(1)
+        for runs in groups.values()
+        for run in runs
+        for key in run.metric_names()
+        if (m := pattern.match(key))
+    }
+    return sorted(found, key=level_order)
 
 
 def loss_variance(run: Run) -> float | None:
@@ -124,6 +156,7 @@ def render_report(
         _header(groups),
         _accuracy_section(groups),
         _paired_section(groups, baseline),
+        _level_section(groups, baseline),
         _target_section(groups, baseline, target),
         _training_section(groups),
         _figures_section(figures, report_path),
@@ -180,9 +213,9 @@ def _accuracy_section(groups: Mapping[str, Sequence[Run]]) -> str:
     title = "## Held-out accuracy (greedy)"
     if not any(final_accuracy(run) is not None for runs in groups.values() for run in runs):
         return f"{title}\n\nNo held-out accuracy in these runs (set `eval_num_problems`)."
-    levels = [panel.keys[0] for panel in level_panels(groups)]
+    levels = levels_logged(groups, ACCURACY_LEVEL)
     header = ["variant", "seeds", "before", "after", "after, IQM (bootstrap)", "gain (paired)"]
-    header += [f"level {LEVEL_KEY.match(key).group(1)}" for key in levels]
+    header += [f"level {level}" for level in levels]
     rows = []
     for name, runs in groups.items():
         row = [
@@ -193,15 +226,23 @@ def _accuracy_section(groups: Mapping[str, Sequence[Run]]) -> str:
             fmt(stats.iqm(list(by_seed(runs, final_accuracy).values()))),
             fmt(summarise(runs, gain), signed=True),
         ]
-        rows.append(row + [fmt(summarise(runs, last_value(key))) for key in levels])
+        rows.append(row + [fmt(summarise(runs, level_accuracy(level))) for level in levels])
     note = (
         "Before / after: each run's `held_out_accuracy_before` / `_after` (summary.json), else "
-        "its first (step 0) / last `eval/accuracy`; gain: after - before, paired within a run. "
-        "IQM: the interquartile mean of the runs' final accuracy (the mean after cutting "
-        "floor(n/4) runs from each end, so the plain mean below 4 seeds)."
+        "its first (step 0) / last `eval_final/accuracy` (the final check, when its size "
+        "differs from the periodic one's), else `eval/accuracy`; gain: after - before, paired "
+        "within a run. IQM: the interquartile mean of the runs' final accuracy (the mean after "
+        "cutting floor(n/4) runs from each end, so the plain mean below 4 seeds)."
     )
     if levels:
-        note += " Levels: the last logged `eval/accuracy/level_<L>` of each run."
+        note += (
+            " Levels: the last logged `eval_final/accuracy/level_<L>` of each run, else its "
+            "last `eval/accuracy/level_<L>`."
+        )
+    problems = sorted({run.summary.get("held_out_problems") for g in groups.values() for run in g}
+                      - {None})  # fmt: skip
+    if problems:
+        note += f" Problems in the final check: {', '.join(map(str, problems))}."
     return "\n\n".join((title, table(header, rows), note))
 
 
@@ -247,6 +288,59 @@ def _paired_section(groups: Mapping[str, Sequence[Run]], baseline: str) -> str:
         "counting 1/2; seeds better counts the paired seeds only."
     )
     return f"{title}\n\n{table(header, rows)}\n\n{note}"
+
+
+def _level_section(groups: Mapping[str, Sequence[Run]], baseline: str) -> str:
+    """Per difficulty level: the paired difference of final accuracy to the baseline, and the
+    fraction of tied groups over training, so an edge can be set beside where ties are."""
+    accuracy_levels = levels_logged(groups, ACCURACY_LEVEL)
+    tie_levels = levels_logged(groups, TIES_LEVEL)
+    parts = []
+    others = [name for name in groups if name != baseline]
+    if accuracy_levels and others:
+        rows = [
+            [name]
+            + [
+                fmt(
+                    stats.paired_difference(
+                        by_seed(groups[name], level_accuracy(level)),
+                        by_seed(groups[baseline], level_accuracy(level)),
+                    ),
+                    signed=True,
+                )
+                for level in accuracy_levels
+            ]
+            for name in others
+        ]
+        header = ["variant", *(f"level {level}" for level in accuracy_levels)]
+        parts += [
+            f"Final held-out accuracy minus {baseline}, per level, paired by seed (Student-t).",
+            table(header, rows),
+        ]
+    if tie_levels:
+        rows = [
+            [name, fmt(summarise(runs, mean_of("frac_reward_zero_std")))]
+            + [fmt(summarise(runs, mean_of(f"ties/level_{level}"))) for level in tie_levels]
+            for name, runs in groups.items()
+        ]
+        header = ["variant", "all levels", *(f"level {level}" for level in tie_levels)]
+        parts += [
+            "Tie fraction over training: per run, the mean over steps of `ties/level_<L>` (the "
+            "share of the step's level-L groups whose rewards all tie; steps that drew no "
+            "level-L prompt are left out), then the mean over seeds.",
+            table(header, rows),
+            _tie_order(groups[baseline], tie_levels, baseline),
+        ]
+    return "\n\n".join(["## By difficulty level", *parts]) if parts else ""
+
+
+def _tie_order(runs: Sequence[Run], levels: Sequence[str], baseline: str) -> str:
+    means = {level: summarise(runs, mean_of(f"ties/level_{level}")).mean for level in levels}
+    ranked = sorted((lv for lv in levels if not math.isnan(means[lv])), key=lambda lv: -means[lv])
+    if not ranked:
+        return ""
+    shown = ", ".join(f"{level} ({means[level]:.2f})" for level in ranked)
+    return f"Levels by {baseline}'s tie fraction, most tied first: {shown}."
 
 
 def _reading(diff: stats.Interval, baseline: str) -> str:
@@ -298,13 +392,23 @@ def _steps_to(run: Run, target: float, held_out: bool) -> float | None:
 
 
 def _training_section(groups: Mapping[str, Sequence[Run]]) -> str:
-    header = ["variant", "loss variance", "tie fraction", "zero-advantage fraction", "seconds"]
+    header = [
+        "variant",
+        "loss variance",
+        "tie fraction",
+        "zero-advantage fraction",
+        "momentum mass share",
+        "of it, in tied groups",
+        "seconds",
+    ]
     rows = [
         [
             name,
             fmt(summarise(runs, loss_variance), ".2e"),
             fmt(summarise(runs, mean_of("frac_reward_zero_std"))),
             fmt(summarise(runs, mean_of("advantage/zero_frac"))),
+            fmt(summarise(runs, mean_of("momentum/mass_share"))),
+            fmt(summarise(runs, mean_of("momentum/tied_mass_share"))),
             _plain_mean(summarise(runs, lambda run: _finite(run.summary.get("seconds")))),
         ]
         for name, runs in groups.items()
@@ -312,9 +416,40 @@ def _training_section(groups: Mapping[str, Sequence[Run]]) -> str:
     notes = (
         "Loss variance: the sample variance of the per-step `loss` over a run (the paper: "
         f"{PAPER_LOSS_VARIANCE}). Tie fraction: the mean over steps of `frac_reward_zero_std`, "
-        "the share of groups whose rewards all tie. Seconds: wall time of one run (summary.json)."
+        "the share of groups whose rewards all tie. Momentum mass share (AAPO variants): the "
+        "mean over steps of `momentum/mass_share`, the share of the advantage mass (sum of "
+        "|group term| + |momentum|) that the momentum carries, and of `momentum/tied_mass_share`,"
+        " the part of the momentum's mass that lies in tied groups, where the group-relative "
+        "methods give nothing (docs/ALGORITHMS.md §3.7). Seconds: wall time of one run "
+        "(summary.json)."
     )
-    return f"## Training statistics\n\n{table(header, rows)}\n\n{notes}"
+    return f"## Training statistics\n\n{table(header, rows)}\n\n{notes}\n\n{_loss_note(groups)}"
+
+
+def _loss_note(groups: Mapping[str, Sequence[Run]]) -> str:
+    """Where the loss-variance statistic says nothing about stability."""
+    zero = [
+        name
+        for name, runs in groups.items()
+        if any(run.has("loss") for run in runs)
+        and all(abs(v) <= ZERO_LOSS for run in runs for v in run.curve("loss")[1])
+    ]
+    note = (
+        "Where loss variance says nothing: the loss *value* is a different quantity per loss, "
+        "so its variance compares only variants with the same loss. AAPO and GPG log the "
+        "weighted NLL, −Σ A log π / tokens. GRPO's clipped surrogate with one update per batch "
+        "(μ = `num_iterations` 1, `steps_per_generation` = `gradient_accumulation_steps`, β 0) "
+        "has ratio 1, so its sequence-mean loss is −(1/S) Σᵢ Aᵢ, which is 0 at every step "
+        "because GRPO's advantages sum to 0 in each group: its loss variance is float noise. "
+        "DAPO's and Dr. GRPO's token-weighted aggregation gives −Σᵢ Aᵢ |oᵢ| / normaliser "
+        "instead, a covariance of advantage and length."
+    )
+    if zero:
+        note += (
+            f" Here every logged loss of {', '.join(zero)} is within {ZERO_LOSS:g} of 0: "
+            "read no stability into its loss variance."
+        )
+    return note
 
 
 def _plain_mean(interval: stats.Interval) -> str:

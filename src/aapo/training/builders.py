@@ -192,7 +192,8 @@ def check_context(config: TrainConfig, data: TrainData, model: ModelInfo) -> Non
     longest = max(data.rows, key=lambda row: len(row.prompt_ids))
     prompt, positions = len(longest.prompt_ids), model.max_positions
     name, completion = "max_completion_length", config.max_completion_length
-    if config.eval_num_problems and (config.eval_max_new_tokens or 0) > completion:
+    evaluates = config.eval_num_problems or config.final_eval_problems()
+    if evaluates and (config.eval_max_new_tokens or 0) > completion:
         name, completion = "eval_max_new_tokens", config.eval_max_new_tokens
     if prompt + completion <= positions:
         return

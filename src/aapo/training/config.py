@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aapo.algorithms import AGGREGATION_MODES, GPG_NORMS, SCALE_REWARDS
+from aapo.data.datasets import SYNTHETIC_TEST_SIZE
 from aapo.data.prompts import resolve_user_template
 from aapo.models import DTYPES
 from aapo.rollout import SAMPLERS
@@ -88,6 +89,8 @@ FRACTION = Range(0, 1)
 # a token count: above any model's context, so a typo (1e12) is refused before anything is
 # sized from it; the model's own context length is checked before its weights load
 TOKENS = Range(1, 2**20, why="(tokens)")
+# the held-out check draws from the synthetic test split; asking for more would silently get less
+HELD_OUT = Range(0, SYNTHETIC_TEST_SIZE, why="(the synthetic held-out split's size)")
 
 
 # where things are written or shown, the held-out check: no effect on the reference or the
@@ -513,15 +516,25 @@ class TrainConfig:
     # held-out check
     eval_num_problems: int = _doc(
         0,
-        "Held-out problems scored greedily before and after training; 0 = skip.",
+        "Held-out problems (the first N of the synthetic test split) scored greedily before "
+        "and after training; 0 = skip.",
         **BOOKKEEPING,
-        range=NON_NEGATIVE,
+        range=HELD_OUT,
     )
     eval_steps: int = _doc(
         0,
         "Also score them every N steps (metrics eval/accuracy[/level_L]); 0 = ends only.",
         **BOOKKEEPING,
         range=NON_NEGATIVE,
+    )
+    eval_final_num_problems: int | None = _doc(
+        None,
+        "Held-out problems for the checks before and after training (held_out_accuracy_before "
+        "/ _after; logged as eval_final/accuracy[/level_L] when it differs from "
+        "eval_num_problems, which the periodic check keeps); null = eval_num_problems; 0 = "
+        "no check at the ends.",
+        **BOOKKEEPING,
+        range=HELD_OUT,
     )
     eval_max_new_tokens: int | None = _doc(
         None,
@@ -630,6 +643,12 @@ class TrainConfig:
     def prompts_per_step(self, num_processes: int = 1) -> int:
         """B: distinct prompts per optimizer step."""
         return self.batch_layout(num_processes).prompts_per_step
+
+    def final_eval_problems(self) -> int:
+        """Problems in the held-out checks before and after training (0: none)."""
+        if self.eval_final_num_problems is None:
+            return self.eval_num_problems
+        return self.eval_final_num_problems
 
     def informative_target(self) -> float:
         """The fraction of untied groups a batch is refilled towards (0 = no refilling)."""

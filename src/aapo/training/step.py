@@ -98,7 +98,7 @@ def train_round(
         min_informative=cfg.informative_target(),
         max_rounds=cfg.max_sampling_rounds,
     )
-    gathered = GatheredRewards.gather(acc, batch.policy, batch.reference)  # 4
+    gathered = GatheredRewards.gather(acc, batch.policy, batch.reference, batch.rows)  # 4
     result = compute_advantages(
         parts.estimator,
         gathered.rewards,

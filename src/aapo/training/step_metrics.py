@@ -1,9 +1,10 @@
 """Step 7 of Algorithm 1: what a generation batch and each optimizer step report.
 
-Rollout metrics (rewards, ties, lengths, each reward function's mean and spread, the
-reference's reward) are computed over every process's groups; update metrics come from the
-optimizer step; the completion table (`log_completions`) lists each policy completion with
-its rewards and advantage. Names follow TRL where TRL has one (metrics.py).
+Rollout metrics (rewards, ties overall and by the rows' `level`, lengths, each reward
+function's mean and spread, the reference's reward) are computed over every process's groups;
+update metrics come from the optimizer step; the completion table (`log_completions`) lists
+each policy completion with its rewards and advantage. Names follow TRL where TRL has one
+(metrics.py).
 
 Left out: writing them anywhere (metrics.py sinks, the trainer's logging).
 """
@@ -11,12 +12,14 @@ Left out: writing them anywhere (metrics.py sinks, the trainer's logging).
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from aapo.algorithms import CLIP_METRIC_NAMES, group_stats
+from aapo.data.rows import PromptRow
 from aapo.rewards.scoring import RewardScorer
 from aapo.training.collect import Batch
 from aapo.training.distributed import gather_lists
@@ -33,15 +36,19 @@ class GatheredRewards:
     per_function: torch.Tensor  # [N, K]
     ref_rewards: torch.Tensor | None  # [B, G]
     ref_valid: torch.Tensor | None  # [B, G]
+    levels: list[Any]  # [B] each prompt's `level` column, None where its row has none
 
     @classmethod
-    def gather(cls, acc: Any, policy: Scored, ref: Scored | None) -> GatheredRewards:
+    def gather(
+        cls, acc: Any, policy: Scored, ref: Scored | None, rows: list[PromptRow]
+    ) -> GatheredRewards:
         return cls(
             rewards=acc.gather(policy.rewards),
             valid=acc.gather(policy.valid),
             per_function=acc.gather(policy.per_function.T),
             ref_rewards=acc.gather(ref.rewards) if ref is not None else None,
             ref_valid=acc.gather(ref.valid) if ref is not None else None,
+            levels=gather_lists(acc, [row.columns.get("level") for row in rows]),
         )
 
 
@@ -78,8 +85,20 @@ def rollout_metrics(
         out[f"rewards/{name}/std"] = present.std().item() if present.numel() > 1 else 0.0
     if gathered.ref_rewards is not None:
         out["ref_reward"] = _mean(gathered.ref_rewards[gathered.ref_valid])
+    out.update(level_ties(gathered.levels, stats.tied))
     out.update(_sum_counts(acc, scorer.pop_metrics()))
     return out
+
+
+def level_ties(levels: list[Any], tied: torch.Tensor) -> dict[str, float]:
+    """`ties/level_<L>`: the share of the batch's groups of level L whose rewards all tie
+    (`frac_reward_zero_std` by level), for the levels the batch drew; rows without a level
+    are left out."""
+    by_level: dict[Any, list[bool]] = defaultdict(list)
+    for level, is_tied in zip(levels, tied.tolist(), strict=True):
+        if level is not None:
+            by_level[level].append(is_tied)
+    return {f"ties/level_{lv}": sum(v) / len(v) for lv, v in sorted(by_level.items(), key=str)}
 
 
 def update_metrics(update: UpdateResult, scheduler: Any) -> dict[str, float]:

@@ -247,11 +247,10 @@ class Trainer:
         provenance = self.parts.reference and self.parts.reference.provenance()
         if provenance:  # not sampled by aapo from these weights
             summary["reference_source"] = provenance
-        if cfg.eval_num_problems and start_step == 0:
-            before = self._held_out()
-            summary["held_out_accuracy_before"] = before["eval/accuracy"]
-            for sink in sinks:
-                sink.write(0, before)  # the curve's starting point
+        if start_step == 0:
+            before = self._checks_at_start(sinks)
+            if before is not None:
+                summary["held_out_accuracy_before"] = before
         bar = tqdm(
             total=self.total_steps,
             initial=start_step,
@@ -260,15 +259,17 @@ class Trainer:
         )
         try:
             step, last = self._run_steps(start_step, sinks, bar)
+            end = ckpt.rng_state(), self.cursor  # what a checkpoint of the final step holds
+            after = self._check_at_end(sinks, step, last)
         finally:
             bar.close()
             for sink in [*sinks, *([self.completions] if self.completions else [])]:
                 sink.close()
             self.parts.scorer.close()  # reward workers end with the run, hung or not
-        end = ckpt.rng_state(), self.cursor  # what a checkpoint of the final step holds
-        if cfg.eval_num_problems:
-            after = last if "eval/accuracy" in last else self._held_out()
-            summary["held_out_accuracy_after"] = after["eval/accuracy"]
+        if after is not None:
+            summary["held_out_accuracy_after"] = after
+        if cfg.final_eval_problems():
+            summary["held_out_problems"] = cfg.final_eval_problems()
         summary.update(final_metrics=last, steps=step)
         self._save_final(summary, step, *end)
         return summary
@@ -301,7 +302,7 @@ class Trainer:
     def _log_step(self, step: int, output: StepOutput, sinks: list[MetricSink], bar: Any) -> None:
         metrics = output.metrics
         if self._eval_due(step):
-            metrics.update(self._held_out())
+            metrics.update(self._held_out(self.config.eval_num_problems))
         if step % self.config.logging_steps == 0 or step == self.total_steps:
             metrics["epoch"] = step / self.data.steps_per_epoch
             for sink in sinks:
@@ -355,14 +356,53 @@ class Trainer:
         every = self.config.eval_steps
         return bool(self.config.eval_num_problems and every and step % every == 0)
 
-    def _held_out(self) -> dict[str, float]:
+    def _checks_at_start(self, sinks: list[MetricSink]) -> float | None:
+        """Step 0 of the periodic check's curve and the accuracy before training, on the
+        final check's problems (the same check when the two sizes agree)."""
+        cfg = self.config
+        final, periodic = cfg.final_eval_problems(), cfg.eval_num_problems
+        metrics: dict[str, float] = {}
+        if periodic and (cfg.eval_steps or final == periodic):
+            metrics.update(self._held_out(periodic))  # the curve's starting point
+        if final and final != periodic:
+            metrics.update(self._final_check(final))
+        for sink in sinks if metrics else []:
+            sink.write(0, metrics)
+        if not final:
+            return None
+        return metrics["eval/accuracy" if final == periodic else "eval_final/accuracy"]
+
+    def _check_at_end(
+        self, sinks: list[MetricSink], step: int, last: dict[str, float]
+    ) -> float | None:
+        """The accuracy after training: the last step's periodic check when it is the final
+        one and just ran; else the final check, logged as eval_final/* at the last step."""
+        cfg = self.config
+        final = cfg.final_eval_problems()
+        if not final:
+            return None
+        if final == cfg.eval_num_problems:
+            return (last if "eval/accuracy" in last else self._held_out(final))["eval/accuracy"]
+        metrics = self._final_check(final)
+        for sink in sinks:
+            sink.write(step, metrics)
+        return metrics["eval_final/accuracy"]
+
+    def _final_check(self, size: int) -> dict[str, float]:
+        """The held-out check on `size` problems, named eval_final/* apart from the periodic
+        check's eval/* (another number of problems, so another curve)."""
+        return {f"eval_final/{k.removeprefix('eval/')}": v for k, v in self._held_out(size).items()}
+
+    def _held_out(self, size: int) -> dict[str, float]:
+        """Greedy accuracy on the first `size` problems of the synthetic held-out split."""
         cfg = self.config
         if cfg.dataset_name != "synthetic":
             log.warning(
-                "eval_num_problems is set but the held-out check only knows the synthetic task"
+                "a held-out check is asked for (eval_num_problems, eval_final_num_problems) but "
+                "it only knows the synthetic task"
             )
             return {"eval/accuracy": float("nan")}
-        rows = load_problems("synthetic", "test", cfg.seed)[: cfg.eval_num_problems]
+        rows = load_problems("synthetic", "test", cfg.seed)[:size]
         rows, _ = prepare_rows(
             rows, self.tokenizer, cfg.system_prompt, cfg.prompt_template, cfg.max_prompt_length
         )

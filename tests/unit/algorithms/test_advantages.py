@@ -289,6 +289,44 @@ def test_aapo_invalid_on_either_side():
     assert result.metrics["momentum/clip_low_frac"] == 0.0
 
 
+def test_aapo_momentum_mass_worked_example():
+    """docs/ALGORITHMS.md §3.6 and §3.7: B = 2, G = 4, defaults."""
+    rewards = t([1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0])
+    ref = t([0.0, 0.9, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0])
+    result = aapo(rewards, ref_rewards=ref)
+    # prompt 0: group term ±0.5 / (sqrt(1/3) + 1e-4) = ±0.8658754, four of them:
+    #   Σ|group| = 3.4635017; momentum (.28, .1, -.2, 0): Σ|m| = .58
+    # prompt 1 ties: group term 0; momentum (.28, 0, .28, 0): Σ|m| = .56, all in a tied group
+    group_mass, momentum_mass = 4 * 0.5 / (math.sqrt(1 / 3) + EPS), 0.58 + 0.56
+    share = momentum_mass / (group_mass + momentum_mass)  # 1.14 / 4.6035017 = 0.2476376
+    assert share == pytest.approx(0.2476376, abs=1e-7)
+    assert result.metrics["momentum/mass_share"] == pytest.approx(share)
+    assert result.metrics["momentum/tied_mass_share"] == pytest.approx(0.56 / 1.14)  # 28/57
+    # without the clip the raw differences count: (1 + .1 + 1 + 0) + (1 + 0 + 1 + 0) = 4.1
+    noclip = aapo(rewards, ref_rewards=ref, momentum_clip=False)
+    assert noclip.metrics["momentum/mass_share"] == pytest.approx(4.1 / (group_mass + 4.1))
+    assert noclip.metrics["momentum/tied_mass_share"] == pytest.approx(2 / 4.1)
+
+
+def test_aapo_momentum_mass_edges():
+    # a tied group carries only momentum mass: the share is 1, all of it tied
+    tied = aapo(t([1.0, 1.0, 1.0, 1.0]), ref_rewards=t([1.0, 0.0, 1.0, 1.1]))
+    assert tied.metrics["momentum/mass_share"] == pytest.approx(1.0)
+    assert tied.metrics["momentum/tied_mass_share"] == pytest.approx(1.0)
+    # policy equals reference: no momentum mass, so no tied share to speak of
+    same = aapo(t([1.0, 0.0], [1.0, 1.0]), ref_rewards=t([1.0, 0.0], [1.0, 1.0]))
+    assert same.metrics["momentum/mass_share"] == 0.0
+    assert math.isnan(same.metrics["momentum/tied_mass_share"])
+    # no mass at all (tied and equal to the reference): both undefined, not 0
+    none = aapo(t([1.0, 1.0]), ref_rewards=t([1.0, 1.0]))
+    assert math.isnan(none.metrics["momentum/mass_share"])
+    # an invalid completion's momentum and group term are left out of the mass
+    valid = torch.tensor([[True, True, False]])
+    part = aapo(t([1.0, 1.0, 0.0]), ref_rewards=t([0.0, 1.0, 1.0]), valid=valid)
+    assert part.metrics["momentum/mass_share"] == pytest.approx(1.0)  # 1 and 1 tie: m = .28
+    assert part.metrics["momentum/tied_mass_share"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
 def test_aapo_equals_grpo_when_reference_rewards_match(scale_rewards):
     rewards = t([1.0, 0.0, 0.5], [2.0, 2.0, 2.0], [-1.0, 3.0, 0.0])

@@ -46,6 +46,8 @@ def training_records(steps: int, offset: float, aapo: bool) -> list[dict]:
                     "momentum/mean": 0.1,
                     "momentum/clip_low_frac": 0.0,
                     "momentum/clip_high_frac": 0.2,
+                    "momentum/mass_share": 0.25,
+                    "momentum/tied_mass_share": 0.5,
                     "ref_reward": offset,
                 }
             )

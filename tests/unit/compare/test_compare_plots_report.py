@@ -59,6 +59,7 @@ def test_panels_without_data_are_skipped(tmp_path, make_run, records):
     # no AAPO run: no momentum, no reference reward; no eval lines: no held-out panel
     for absent in (
         "momentum_mean",
+        "momentum_mass",
         "momentum_clip",
         "reference_reward",
         "eval_accuracy",

@@ -1,10 +1,11 @@
 """Training data loading: malformed rows are reported with file and line."""
 
+import hashlib
 import json
 
 import pytest
 
-from aapo.data.datasets import DatasetError, load_problems
+from aapo.data.datasets import SYNTHETIC_TEST_SIZE, DatasetError, load_problems
 
 
 def _write(path, lines):
@@ -61,3 +62,30 @@ def test_synthetic_splits_are_disjoint():
     assert len(train) == 200 and not {r["problem"] for r in train} & {r["problem"] for r in test}
     with pytest.raises(DatasetError, match="splits 'train' and 'test'"):
         load_problems("synthetic", "validation")
+
+
+# sha256 of json.dumps(rows) of the synthetic held-out split as it was when it held 500
+# problems (seed → first 250, first 500), computed before the split grew to 1,500
+HELD_OUT_500 = {
+    42: ("6754b385d530f4c49142589bca56f2ea6e84dfd27cc90643192c0c396c981f13",
+         "4207ba0268007b27bb8dd6ffedd1c3d0206275261a29c366ae35476cdea7e017"),
+    1: ("cc076ab42417a0ae621441f3ca7f06fc96300af283a1d6e7a1e4a2787900ed71",
+        "fac9498df1974a5df010cbc7d9fb7694c03f41cc867f32c87daecb33b7e8f68d"),
+    3: ("d975c6b963e3826b7b1c711d62762dae4f815f78e26e5c758a5e102d430797e3",
+        "64418374b9cbe592da74ad14775742db3e6c338b86a8cf7570cdf17c05b1636f"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", sorted(HELD_OUT_500))
+def test_synthetic_held_out_split_grew_without_changing_its_first_500(seed: int) -> None:
+    held_out = load_problems("synthetic", "test", seed=seed)
+    assert len(held_out) == SYNTHETIC_TEST_SIZE == 1500
+
+    def digest(rows: list[dict]) -> str:
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+    # the default run's check (250) and any check up to 500 sees exactly the problems it saw
+    assert (digest(held_out[:250]), digest(held_out[:500])) == HELD_OUT_500[seed]
+    per_level = [sum(r["level"] == level for r in held_out) for level in range(1, 6)]
+    assert per_level == [300] * 5
+    assert [r["level"] for r in held_out[:1000]].count(1) == 200  # interleaved: balanced prefixes

@@ -112,11 +112,15 @@ def test_unknown_names_and_missing_files(tmp_path: Path, eval_grader: Grader) ->
 def test_synthetic_is_the_training_held_out_split(eval_grader: Grader) -> None:
     bench = load_benchmark("synthetic", grader=eval_grader)
     held_out = synthetic_split("test", seed=SYNTHETIC_SEED)
-    assert [i.id for i in bench.items] == [r["id"] for r in held_out]
+    # by default the first 500, as before the split grew to 1,500; --limit reaches the rest
+    assert [i.id for i in bench.items] == [r["id"] for r in held_out[:500]]
     assert len(bench.items) == 500 and bench.default_template == "plain"
     assert {i.level for i in bench.items} == {"1", "2", "3", "4", "5"}
     first = load_benchmark("synthetic", limit=7, grader=eval_grader)
-    assert first.items == bench.items[:7]
+    assert first.items == bench.items[:7] and first.source == bench.source
+    longer = load_benchmark("synthetic", limit=1000, grader=eval_grader)
+    assert longer.items[:500] == bench.items and len(longer.items) == 1000
+    assert len(load_benchmark("synthetic", limit=10**6, grader=eval_grader).items) == 1500
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"benchmark data not found at {SHARED}")

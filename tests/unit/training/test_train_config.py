@@ -84,6 +84,10 @@ def test_prompts_per_step_must_divide():
         (["--steps_per_generation", "3", "--gradient_accumulation_steps", "2",
           "--per_device_train_batch_size", "8"], "must be a positive multiple"),
         (["--num_iterations", "2", "--save_steps", "3"], "save_steps = 3 must be a multiple"),
+        # the held-out split holds 1,500: more used to give 500 without a word
+        (["--eval_num_problems", "2000"], r"eval_num_problems must be in \[0, 1500\] \(the "
+         r"synthetic held-out split's size\), got 2000"),
+        (["--eval_final_num_problems", "1501"], r"eval_final_num_problems must be in \[0, 1500\]"),
     ],
 )  # fmt: skip
 def test_bad_options_are_refused_when_the_config_is_built(args, message):
@@ -142,6 +146,13 @@ def test_checks_that_need_no_model_refuse_when_the_config_is_built(args, message
 )  # fmt: skip
 def test_what_those_checks_must_still_accept(args):
     load_config(TrainConfig, "default", args)
+
+
+def test_the_final_held_out_check_defaults_to_the_periodic_one():
+    assert load_config(TrainConfig, "default", []).final_eval_problems() == 250
+    longer = load_config(TrainConfig, "default", ["--eval_final_num_problems", "1000"])
+    assert (longer.final_eval_problems(), longer.eval_num_problems) == (1000, 250)
+    assert TrainConfig(eval_num_problems=8, eval_final_num_problems=0).final_eval_problems() == 0
 
 
 def test_eval_prompt_template_is_checked_when_the_config_is_built():
