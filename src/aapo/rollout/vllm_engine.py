@@ -370,11 +370,15 @@ class VLLMEngine:
         runner = self._model_runner()
         with torch.no_grad(), torch_threads(self.num_threads):
             runner.reload_weights(weights_iterator=iter(weights.items()))
-        if not self.llm.reset_prefix_cache():
-            raise RuntimeError("vLLM could not reset its prefix cache (requests still running)")
+        self.reset_prefix_cache()
         self.syncs += 1
         self.last_sync_seconds = time.perf_counter() - start
         return self.last_sync_seconds
+
+    def reset_prefix_cache(self) -> None:
+        """Drop every cached KV block: the next call computes its prompts afresh."""
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache (requests still running)")
 
     def _model_runner(self) -> Any:
         executor = getattr(self.llm.llm_engine, "model_executor", None)
