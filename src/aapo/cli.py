@@ -80,7 +80,8 @@ def _add_train_parsers(commands: argparse._SubParsersAction) -> None:
         "reference",
         help="precompute the frozen reference's rollouts into reference_cache (AAPO)",
         description="Takes the same config as `aapo train` (so the cache matches the run); "
-        "several processes fill one cache under `accelerate launch -m aapo reference ...`.",
+        "several processes fill one cache under `accelerate launch -m aapo reference ...`; "
+        "`--sampler vllm` samples with an in-process vLLM engine (the route on GPUs).",
         epilog=_fields_help(TrainConfig),
         formatter_class=raw,
     )
@@ -89,8 +90,8 @@ def _add_train_parsers(commands: argparse._SubParsersAction) -> None:
         "--completions",
         default=None,
         metavar="FILE.jsonl",
-        help="import the reference's completions sampled elsewhere (vLLM, SGLang) instead of "
-        "sampling: graded with the run's rewards; README 'Reference completions from vLLM'",
+        help="import the reference's completions sampled elsewhere (SGLang, a serving fleet) "
+        "instead of sampling: graded with the run's rewards; README 'The reference from vLLM'",
     )
 
 

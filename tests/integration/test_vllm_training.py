@@ -9,7 +9,10 @@ missing vLLM fails them rather than skipping them (tests/conftest.py).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +154,34 @@ def test_resume_pushes_the_checkpoints_weights_into_a_fresh_engine(tmp_path):
     lines = [json.loads(line) for line in Path(tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 2 and lines[-1]["time/weight_sync"] > 0
     assert lines[-1]["vllm/logprob_gap"] < 1e-4
+
+
+def test_two_ddp_processes_each_sample_with_their_own_engine_and_stay_in_lock_step(tmp_path):
+    """torchrun, 2 CPU processes (gloo), one thread each: every process builds its policy and
+    reference engines (vLLM forms its groups over the same world) and draws its own seeds."""
+    here = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*torchrun, str(here / "vllm_ddp_worker.py"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"process-{i}.pt") for i in (0, 1))
+    assert first["steps"] == second["steps"] == 2
+    assert first["weights"] == second["weights"]  # DDP: one policy
+    for engine in ("policy", "reference"):  # a batch per step, the policy's synced one more
+        assert len(first["seeds"][engine]) == len(second["seeds"][engine]) > 0
+        assert not set(first["seeds"][engine]) & set(second["seeds"][engine]), engine
+    assert first["completions"] != second["completions"]  # same weights, prompts, own seeds
+    for process in (first, second):
+        assert process["final_metrics"]["vllm/logprob_gap"] < 1e-4
+        assert process["local_gap"] < 1e-4  # its engine holds its model's weights

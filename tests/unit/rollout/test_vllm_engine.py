@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import logging
 import sys
 import time
 from types import SimpleNamespace
@@ -24,6 +25,8 @@ import torch
 from aapo.models import load_model, load_tokenizer, resolve_model_path
 from aapo.rollout import GroupSampler, SamplingParams
 from aapo.rollout.vllm_engine import (
+    EXPECTED_WARNINGS,
+    ExpectedWarnings,
     VLLMEngine,
     hide_unloadable_companions,
     kv_cache_bytes,
@@ -182,6 +185,21 @@ def trainer_logprobs_grad(model, prompt: list[int], completion: list[int]) -> to
 
 
 @needs_vllm
+def test_a_sync_logs_nothing(engine, policy) -> None:
+    """vLLM at WARNING, and its warning that the rotary cache (computed, in no checkpoint) was
+    not reloaded dropped: a weight sync adds no line to a run's log."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # every vllm.* record that its logger lets through
+    logging.getLogger("vllm").addHandler(handler)
+    try:
+        engine.sync_weights(policy[0])
+    finally:
+        logging.getLogger("vllm").removeHandler(handler)
+    assert [record.getMessage() for record in records] == []
+
+
+@needs_vllm
 def test_seeded_batches_repeat_and_leave_torch_rng_alone(engine, prompts) -> None:
     torch.manual_seed(1234)
     state = torch.get_rng_state()
@@ -299,3 +317,30 @@ def test_packages_that_cannot_load_are_hidden(tmp_path, monkeypatch) -> None:
     finally:
         sys.modules.pop("aapo_broken_pkg", None)
         sys.modules.pop("aapo_fine_pkg", None)
+
+
+def test_warnings_about_the_engines_own_choices_are_dropped_unless_debugging(monkeypatch) -> None:
+    layerwise = "vllm.model_executor.model_loader.reload.layerwise"
+    rotary = ExpectedWarnings(EXPECTED_WARNINGS[layerwise])
+    seed = ExpectedWarnings(EXPECTED_WARNINGS["vllm.engine.arg_utils"])
+
+    def record(message: str, *args) -> logging.LogRecord:
+        return logging.LogRecord("vllm.x", logging.WARNING, __file__, 1, message, args, None)
+
+    failed = "%s: Failed to load weights"
+    assert not rotary.filter(record(failed, "RotaryEmbedding"))
+    assert not rotary.filter(record(failed, "Llama3RotaryEmbedding"))
+    assert rotary.filter(record(failed, "QKVParallelLinear"))  # a real failure is shown
+    seeded = "The global random seed is set to %d. Since VLLM_ENABLE_V1_MULTIPROCESSING is ..."
+    assert not seed.filter(record(seeded, 3))
+    assert seed.filter(record("Some other warning"))
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")
+    assert rotary.filter(record(failed, "RotaryEmbedding"))
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL")
+    aapo = logging.getLogger("aapo")
+    before = aapo.level
+    aapo.setLevel(logging.DEBUG)
+    try:
+        assert rotary.filter(record(failed, "RotaryEmbedding"))
+    finally:
+        aapo.setLevel(before)

@@ -11,8 +11,21 @@ timeouts and "not applicable" scores behave as during a step. One build writes a
 time: process 0 of a build holds its lock (`run_dir.claim`) until every process of the launch
 is done, its other processes share it, and a second build meets it and is refused; processes
 that split the work by hand (`process_index` given) share it the same way, process 0 taking
-it. Completions sampled elsewhere (vLLM, SGLang) are imported by `importer.py`. Left out: vLLM
-sampling here.
+it.
+
+`sampler: vllm` (`aapo reference --sampler vllm`, the route on GPUs) samples the shards with an
+in-process vLLM engine loaded from the model's directory, sized for `reference_batch_size`
+sequences at once; the fingerprint's weight hash still comes from the weights loaded here (the
+engine's own copy is not read back), which are then freed before the engine starts. The engine
+draws each call's seed from torch's RNG, so the shard seeding above holds as for the other
+samplers, and its prefix cache is emptied before each shard, so no shard reuses KV blocks
+another one computed: a shard's bytes do not depend on which process, or which attempt, built
+it (given the same threads, engine options and free memory on CPU, which size its batches).
+Every process starts its engine, even one with no shard left: vLLM builds its process groups
+over the launch's processes, a collective. The sampler is not in the fingerprint (it draws from
+the same distribution), so a cache filled by the engine serves runs that sample with `group`
+or `hf`, and the reverse. Completions sampled elsewhere (SGLang, a serving fleet) are imported
+by `importer.py`.
 """
 
 from __future__ import annotations
@@ -99,6 +112,10 @@ def _fill(
     with accelerator.main_process_first():  # smollm2-135m converts once
         info = inspect_model(config.model_name_or_path)  # config.json only
     model_path = info.path
+    if config.sampler == "vllm":  # what the engine cannot do is refused before any load
+        from aapo.training.rollout_engine import check_vllm_options
+
+        check_vllm_options(config, model_path, accelerator.device.type)
     tokenizer = load_tokenizer(model_path)
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
     builders.check_context(config, data, info)
@@ -127,8 +144,14 @@ def _fill(
         "reference cache %s: %s; process %d/%d builds %d of %d shards (%d already done)",
         directory, plan, index, count, len(todo), layout.num_shards, already,
     )  # fmt: skip
-    sampling_model = accelerator.prepare_model(model, evaluation_mode=True)  # autocast
-    sampler = builders.build_sampler(config, sampling_model, tokenizer, config.reference_batch_size)
+    if config.sampler == "vllm":
+        del model  # hashed already; the engine loads its own copy (on a GPU: for its memory)
+        sampler = _engine_sampler(config, model_path, accelerator)
+    else:
+        sampling_model = accelerator.prepare_model(model, evaluation_mode=True)  # autocast
+        sampler = builders.build_sampler(
+            config, sampling_model, tokenizer, config.reference_batch_size
+        )
     bar = tqdm(total=len(mine), initial=already, desc="reference", disable=index != 0)
     for shard in todo:
         shard_rows = [rows[i] for i in layout.shard_rows(shard)]
@@ -141,6 +164,17 @@ def _fill(
     if len(done_shards(directory, fingerprint, layout)) == layout.num_shards:
         _finish(directory, fingerprint, layout, scorer.names, config)
     return directory
+
+
+def _engine_sampler(config: TrainConfig, model_path: str, accelerator: Any) -> Sampler:
+    """An engine on the model's directory, sized for `reference_batch_size` sequences; every
+    call's seed comes from torch's RNG (`sample_shard` seeds it), not from the engine's."""
+    from aapo.training.rollout_engine import engine_sampler
+
+    device = accelerator.device.type
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the loaded copy's blocks, for the engine's KV cache
+    return engine_sampler(config, model_path, device, config.seed, config.reference_batch_size)
 
 
 def _finish(
@@ -167,7 +201,11 @@ def sample_shard(
         config.num_generations, config.temperature, config.top_p, config.max_completion_length
     )
     prompts = [row.prompt_ids for row in rows for _ in range(draws)]  # [P·D], row-major
-    device = next(sampler.model.parameters()).device  # both samplers expose their model
+    engine = getattr(sampler, "engine", None)  # VLLMSampler: seeded from torch's CPU RNG
+    if engine is not None:
+        engine.reset_prefix_cache()  # no KV blocks from another shard
+    model = getattr(sampler, "model", None)  # the other samplers: over a model
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(shard_seed(config.seed, shard))
         samples = [s for group in sampler.generate(prompts, params) for s in group]  # [P·D·G]
