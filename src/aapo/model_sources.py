@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aapo.files import read_json_object
+from aapo.messages import shown
 
 log = logging.getLogger(__name__)
 CONFIG = "config.json"
@@ -58,17 +59,17 @@ def locate(name: str) -> str:
     if path.is_dir():
         if not (path / CONFIG).is_file():
             raise ModelError(
-                f"model directory {str(path)!r} has no {CONFIG}: give the directory "
+                f"model directory {shown(str(path))} has no {CONFIG}: give the directory "
                 "save_pretrained wrote (config.json beside the weights)"
             )
         return str(path)
     if path.exists():
         raise ModelError(
-            f"model path {name!r} is a file, not a model directory: give the directory that "
+            f"model path {shown(name)} is a file, not a model directory: give the directory that "
             f"holds {CONFIG} and the weights"
         )
     if _looks_like_path(name):
-        raise ModelError(f"model path {name!r} does not exist")
+        raise ModelError(f"model path {shown(name)} does not exist")
     return _hub_model(name)
 
 
@@ -86,12 +87,12 @@ def _hub_model(repo: str) -> str:
         cached = hub_cached_config(repo)
     except hub.HFValidationError as err:
         raise ModelError(
-            f"model {repo!r} is neither a local directory nor a valid hub id ({err})"
+            f"model {shown(repo)} is neither a local directory nor a valid hub id ({err})"
         ) from err
     if constants.HF_HUB_OFFLINE:
         if cached is None:
             raise ModelError(
-                f"model {repo!r} is not a local directory and is not in the Hugging Face "
+                f"model {shown(repo)} is not a local directory and is not in the Hugging Face "
                 f"cache, and HF_HUB_OFFLINE is set: {download}, or pass a local path"
             )
         return repo
@@ -102,23 +103,25 @@ def _hub_model(repo: str) -> str:
         if cached is not None:
             return repo
         raise ModelError(
-            f"model {repo!r} is gated on the hub: accept its licence on its page and log in "
+            f"model {shown(repo)} is gated on the hub: accept its licence on its page and log in "
             "(`hf auth login`), or pass a local path"
         ) from err
     except hub.RepositoryNotFoundError as err:
         raise ModelError(
-            f"model {repo!r} is neither a local directory nor a model on the hub (or it is "
+            f"model {shown(repo)} is neither a local directory nor a model on the hub (or it is "
             "private: log in with `hf auth login`)"
         ) from err
     except hub.EntryNotFoundError as err:
-        raise ModelError(f"hub model {repo!r} has no {CONFIG}: not a transformers model") from err
+        raise ModelError(
+            f"hub model {shown(repo)} has no {CONFIG}: not a transformers model"
+        ) from err
     except Exception as err:  # the network: refused, unresolvable, timed out, a proxy's error
         if cached is not None:
             snapshot = str(Path(cached).parent)
             log.warning("the hub cannot be reached (%s); loading %s from %s", err, repo, snapshot)
             return snapshot
         raise ModelError(
-            f"model {repo!r} is not a local directory and the hub cannot be reached "
+            f"model {shown(repo)} is not a local directory and the hub cannot be reached "
             f"({type(err).__name__}: {err}): {download}, or pass a local path"
         ) from err
     return repo
@@ -176,7 +179,7 @@ def _raw_config(path: str, name: str) -> dict[str, Any]:
         try:
             file = Path(hf_hub_download(path, CONFIG))
         except Exception as err:  # the network, again; `locate` reached the hub a moment ago
-            raise ModelError(f"model {name!r}: cannot fetch its {CONFIG} ({err})") from err
+            raise ModelError(f"model {shown(name)}: cannot fetch its {CONFIG} ({err})") from err
     return read_json_object(file, ModelError)
 
 
@@ -193,23 +196,24 @@ def _auto_config(path: str, name: str, raw: dict[str, Any]) -> Any:
     except (ValueError, KeyError) as err:
         if remote:
             raise ModelError(
-                f"model {name!r} needs its repository's own Python code (auto_map in "
-                f"{CONFIG}, model_type {model_type!r}); aapo never runs a model's code "
+                f"model {shown(name)} needs its repository's own Python code (auto_map in "
+                f"{CONFIG}, model_type {shown(model_type)}); aapo never runs a model's code "
                 f"(trust_remote_code): use a model whose architecture transformers {version} "
                 "ships"
             ) from err
         if not model_type:
-            raise ModelError(f"model {name!r}: {CONFIG} has no model_type") from err
+            raise ModelError(f"model {shown(name)}: {CONFIG} has no model_type") from err
         raise ModelError(
-            f"model {name!r} has model_type {model_type!r}, which transformers {version} does "
-            "not know: upgrade transformers (pip install -U transformers) or use another model"
+            f"model {shown(name)} has model_type {shown(model_type)}, which transformers "
+            f"{version} does not know: upgrade transformers (pip install -U transformers) or use "
+            "another model"
         ) from err
     except OSError as err:  # a hub id whose config could not be fetched after all
-        raise ModelError(f"model {name!r}: cannot read its {CONFIG} ({err})") from err
+        raise ModelError(f"model {shown(name)}: cannot read its {CONFIG} ({err})") from err
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise ModelError(
-            f"model {name!r} (model_type {config.model_type!r}) has no causal language-model "
-            f"class in transformers {version}: aapo trains decoder LMs"
+            f"model {shown(name)} (model_type {shown(config.model_type)}) has no causal "
+            f"language-model class in transformers {version}: aapo trains decoder LMs"
         )
     if remote:
         log.warning(

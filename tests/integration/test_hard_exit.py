@@ -72,7 +72,7 @@ def test_what_a_reward_started_is_gone_when_train_exits(tmp_path):
         "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "4",
         "--gradient_accumulation_steps", "1", "--max_completion_length", "8",
         "--dataset_size", "8", "--eval_num_problems", "0", "--report_to", "[]",
-        "--reward_funcs", "[format, 'rewards_for_tests:start_sleeper']",
+        "--reward_funcs", "[format, 'rewards_for_tests:start_sleeper']", "--reward_weights", "null",
         "--output_dir", str(tmp_path / "run"),
     ]  # fmt: skip
     path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])

@@ -60,7 +60,8 @@ def no_model(monkeypatch):
 
 def test_a_second_train_into_a_running_ones_folder_is_refused_naming_it(tmp_path):
     run = tmp_path / "run"
-    slow = ["--reward_funcs", "[format, 'rewards_for_tests:hang_forever']", "--reward_timeout", "3"]
+    slow = ["--reward_funcs", "[format, 'rewards_for_tests:hang_forever']", "--reward_weights",
+            "null", "--reward_timeout", "3"]  # fmt: skip
     first = subprocess.Popen(
         _train("--max_steps", "2", *slow, "--output_dir", str(run)),
         env=_env(),

@@ -15,13 +15,11 @@ Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import importlib
 import logging
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +47,7 @@ from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
 from aapo.training.reference import CachedReference, Reference, SampledReference
 from aapo.training.reference.cache import ReferenceCache, describe_source, reference_fingerprint
 from aapo.training.reference.frozen import AdapterDisabledSampler, frozen_copy
+from aapo.training.run_dir import check_writable_dir
 from aapo.training.update import LossSettings, MicroBatch
 
 log = logging.getLogger("aapo")
@@ -226,27 +225,6 @@ def check_output_dir(
             f"about {_size(needed)} there ({parts}): free space, choose another output_dir, "
             "or keep fewer checkpoints (save_total_limit, save_steps)"
         )
-
-
-def check_writable_dir(path: Path, option: str) -> None:
-    """The directory the option `option` names exists or can be made, and a file can be
-    written and synced in it (a full disk and a read-only mount fail here, whoever runs)."""
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        where = "is a file" if existing == path else f"is inside {str(existing)!r}, a file"
-        raise ConfigError(f"{option} {str(path)!r} {where}: choose a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path, prefix=".aapo-write-test-") as probe:
-            probe.write(b"aapo")
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as err:
-        why = "its disk is full" if err.errno == errno.ENOSPC else "it is not writable"
-        raise ConfigError(
-            f"{option} {str(path)!r} cannot be used: {why} ({err.strerror or err}): choose "
-            f"another {option}"
-        ) from err
 
 
 def output_bytes(

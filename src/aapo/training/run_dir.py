@@ -16,7 +16,10 @@ The final save's tokenizer files and model card are not in it: the final save re
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,15 +50,18 @@ def claim(
     accelerator: Any,
     check: Callable[[], None] | None = None,
     main: bool | None = None,
+    option: str = "output_dir",
 ) -> DirectoryLock | None:
-    """The folder's lock, taken by the main process (`main`, default the accelerator's),
-    which then runs `check` under it; the outcome reaches every process of the launch, and a
-    refusal (DirectoryInUseError, or whatever `check` raises) raises on the main process and
-    as a ConfigError with its message on the others. → the lock on the main process, None
+    """The folder's lock, taken by the main process (`main`, default the accelerator's) once
+    the folder is known usable (`check_writable_dir`, naming `option`), which then runs `check`
+    under it; the outcome reaches every process of the launch, and a refusal
+    (DirectoryInUseError, or whatever `check` raises) raises on the main process and as a
+    ConfigError with its message on the others. → the lock on the main process, None
     elsewhere."""
     lock, failure = None, None
     if accelerator.is_main_process if main is None else main:
         try:
+            check_writable_dir(Path(directory), option)
             lock = DirectoryLock(directory, command).acquire()
             if check is not None:
                 check()
@@ -112,3 +118,24 @@ def clear(directory: Path) -> list[str]:
         else:
             path.unlink(missing_ok=True)
     return found
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """The directory the option `option` names exists or can be made, and a file can be
+    written and synced in it (a full disk and a read-only mount fail here, whoever runs)."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {str(existing)!r}, a file"
+        raise ConfigError(f"{option} {str(path)!r} {where}: choose a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".aapo-write-test-") as probe:
+            probe.write(b"aapo")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        why = "its disk is full" if err.errno == errno.ENOSPC else "it is not writable"
+        raise ConfigError(
+            f"{option} {str(path)!r} cannot be used: {why} ({err.strerror or err}): choose "
+            f"another {option}"
+        ) from err

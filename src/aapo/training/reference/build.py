@@ -87,7 +87,9 @@ def build_reference_cache(
     count = state.num_processes if num_processes is None else num_processes
 
     # one build at a time: its process 0 holds the folder's lock for all of its processes
-    lock = run_dir.claim(config.reference_cache, "aapo reference", state, main=index == 0)
+    lock = run_dir.claim(
+        config.reference_cache, "aapo reference", state, main=index == 0, option="reference_cache"
+    )
     try:
         scorer = builders.build_scorer(config)  # first: a bad reward fails before loading
         try:
@@ -120,7 +122,7 @@ def _fill(
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
     builders.check_context(config, data, info)
     probe(scorer, data.rows, tokenizer)  # each reward once, on real rows
-    builders.check_writable_dir(Path(config.reference_cache), "reference_cache")
+    run_dir.check_writable_dir(Path(config.reference_cache), "reference_cache")
     model = load_model(model_path, dtype, accelerator.device)  # the weights training loads
     model.eval()
     model.requires_grad_(False)
