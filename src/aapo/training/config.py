@@ -543,6 +543,23 @@ class TrainConfig:
         range=TOKENS,
     )
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> TrainConfig:
+        # Which options were given a value, so an algorithm preset fills only the others
+        # (builders.prepare_config): a value the user wrote wins even where it equals the
+        # field's default (`--dynamic_sampling false` under dapo). load_config passes exactly the
+        # keys the YAML and the command line set. Kept off the dataclass fields: not part of
+        # equality, dumps, fingerprints or resume checks. dataclasses.replace passes every
+        # field, so a replaced config counts them all as given and no preset fills it again.
+        config = super().__new__(cls)
+        names = [f.name for f in dataclasses.fields(cls) if f.init][: len(args)]
+        config._explicit = frozenset([*names, *kwargs])
+        return config
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        """The options given a value when this config was built (keywords or positions)."""
+        return self._explicit
+
     def __post_init__(self) -> None:
         self._check_ranges()
         _check_choices(self)

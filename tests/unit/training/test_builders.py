@@ -66,6 +66,37 @@ def test_algorithm_defaults_fill_only_unset_options():
     assert builders.prepare_config(chosen).epsilon_high == 0.4
 
 
+@pytest.mark.parametrize(
+    ("overrides", "yaml", "dynamic", "epsilon_high"),
+    [
+        (["--algorithm", "dapo"], "", True, 0.28),
+        (["--algorithm", "dapo", "--dynamic_sampling", "false"], "", False, 0.28),
+        (["--algorithm", "dapo", "--epsilon_high", "null"], "", True, None),
+        ([], "algorithm: dapo\ndynamic_sampling: false\nepsilon_high: null\n", False, None),
+        (["--algorithm", "dapo"], "dynamic_sampling: false\n", False, 0.28),
+    ],
+)
+def test_options_set_in_yaml_or_on_the_command_line_win_over_the_preset(
+    tmp_path, overrides, yaml, dynamic, epsilon_high
+):
+    # DAPO's preset fills epsilon_high 0.28 and dynamic_sampling true; a value the user wrote
+    # stays, even where it equals TrainConfig's own default (false, null)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml)
+    prepared = builders.prepare_config(load_config(TrainConfig, path, overrides))
+    assert (prepared.dynamic_sampling, prepared.epsilon_high) == (dynamic, epsilon_high)
+
+
+def test_keywords_given_in_python_win_over_the_preset_and_preparing_twice_changes_nothing():
+    chosen = TrainConfig(algorithm="dapo", dynamic_sampling=False, epsilon_high=None)
+    assert chosen.explicit == {"algorithm", "dynamic_sampling", "epsilon_high"}
+    prepared = builders.prepare_config(chosen)
+    assert (prepared.dynamic_sampling, prepared.epsilon_high) == (False, None)
+    filled = builders.prepare_config(TrainConfig(algorithm="dapo"))
+    assert (filled.dynamic_sampling, filled.epsilon_high) == (True, 0.28)
+    assert builders.prepare_config(filled) == filled
+
+
 def test_injected_reward_functions_and_weights():
     def one(prompts, completions, **kwargs):
         return [1.0] * len(completions)
