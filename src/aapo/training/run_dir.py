@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aapo.config import ConfigError
-from aapo.locks import DirectoryLock
+from aapo.locks import DirectoryInUseError, DirectoryLock
 from aapo.training.distributed import gather_lists
 
 RUN_ENTRIES = (
@@ -61,8 +61,7 @@ def claim(
     lock, failure = None, None
     if accelerator.is_main_process if main is None else main:
         try:
-            check_writable_dir(Path(directory), option)
-            lock = DirectoryLock(directory, command).acquire()
+            lock = _lock_usable(Path(directory), command, option)
             if check is not None:
                 check()
         except Exception as err:  # every process must hear of it, whatever it is
@@ -120,13 +119,36 @@ def clear(directory: Path) -> list[str]:
     return found
 
 
-def check_writable_dir(path: Path, option: str) -> None:
-    """The directory the option `option` names exists or can be made, and a file can be
-    written and synced in it (a full disk and a read-only mount fail here, whoever runs)."""
+def _lock_usable(path: Path, command: str, option: str) -> DirectoryLock:
+    """The folder's lock once the folder is known usable: the lock makes the folders it needs
+    (and removes them again, empty, when a refused run lets go), then a write is tried."""
+    _check_not_a_file(path, option)
+    try:
+        lock = DirectoryLock(path, command).acquire()
+    except DirectoryInUseError:
+        raise
+    except OSError:  # the folder cannot be made or locked: say why in one line
+        check_writable_dir(path, option)
+        raise
+    try:
+        check_writable_dir(path, option)
+    except ConfigError:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_not_a_file(path: Path, option: str) -> None:
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         where = "is a file" if existing == path else f"is inside {str(existing)!r}, a file"
         raise ConfigError(f"{option} {str(path)!r} {where}: choose a directory")
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """The directory the option `option` names exists or can be made, and a file can be
+    written and synced in it (a full disk and a read-only mount fail here, whoever runs)."""
+    _check_not_a_file(path, option)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path, prefix=".aapo-write-test-") as probe:

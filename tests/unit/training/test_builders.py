@@ -254,3 +254,18 @@ def test_what_a_run_writes_is_its_final_model_and_the_checkpoints_kept_at_once()
     assert parts == "the final model 2.0 KB, 3 checkpoints at once of 12.0 KB each"
     keep_all = TrainConfig(save_steps=8, save_total_limit=None)
     assert builders.output_bytes(keep_all, model, 100, torch.bfloat16)[0] == 2000 + 12 * 12000
+
+
+def test_a_run_refused_before_the_weights_load_leaves_no_folder_behind(
+    tmp_path, weights_must_not_load
+):
+    """The output folder (and its missing parents) a refused run made are gone again: the
+    lock made them, and a refusal lets go of them while they are empty."""
+    from aapo.config import ConfigError
+    from aapo.training.trainer import Trainer
+
+    output_dir = tmp_path / "new" / "run"
+    config = TrainConfig(output_dir=str(output_dir), report_to=[], max_prompt_length=3)
+    with pytest.raises(ConfigError, match="every prompt is longer than max_prompt_length"):
+        Trainer(config)
+    assert not (tmp_path / "new").exists()
