@@ -5,8 +5,8 @@ the rewards, the training data, the policy, the reference (where its rollouts co
 once here: `reference_source`, `build_reference`), the optimizer and scheduler, the samplers,
 the loss and sampling settings, and the estimator's options. The trainer calls them in a fixed
 order, and every check that needs no weights runs before `build_policy` loads them: a
-mistyped reward, a bad dataset, prompts plus completions beyond the model's context
-(`check_context`), an output directory that cannot take the run (`check_output_dir`).
+mistyped reward, a bad dataset, and the checks in preflight.py (prompts plus completions
+beyond the model's context, an output disk without room for the run).
 
 Left out: the training loop and checkpoints (trainer.py, checkpoint.py) and the step itself
 (step.py).
@@ -19,10 +19,8 @@ import importlib
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -37,7 +35,7 @@ from aapo.algorithms import (
 from aapo.config import ConfigError
 from aapo.data.datasets import load_problems
 from aapo.data.rows import PromptRow, prepare_rows
-from aapo.models import ModelInfo, PrecisionPlan, load_model
+from aapo.models import PrecisionPlan, load_model
 from aapo.rewards import configure_default_grader, reward_parameters
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import SAMPLERS, Sampler, SamplingParams
@@ -47,7 +45,6 @@ from aapo.training.logprobs import adapter_disabled_logprobs, packed_logprobs
 from aapo.training.reference import CachedReference, Reference, SampledReference
 from aapo.training.reference.cache import ReferenceCache, describe_source, reference_fingerprint
 from aapo.training.reference.frozen import AdapterDisabledSampler, frozen_copy
-from aapo.training.run_dir import check_writable_dir
 from aapo.training.update import LossSettings, MicroBatch
 
 log = logging.getLogger("aapo")
@@ -181,81 +178,6 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
         else math.ceil(config.num_train_epochs * steps_per_epoch)
     )
     return TrainData(prepared, skipped, steps_per_epoch, total)
-
-
-def check_context(config: TrainConfig, data: TrainData, model: ModelInfo) -> None:
-    """The longest prompt plus the completion cap must fit the model's positions (config.json's
-    max_position_embeddings): refused before the weights load, not as an index error or a
-    buffer sized past them during the first generation batch."""
-    if model.max_positions is None:
-        return
-    longest = max(data.rows, key=lambda row: len(row.prompt_ids))
-    prompt, positions = len(longest.prompt_ids), model.max_positions
-    name, completion = "max_completion_length", config.max_completion_length
-    evaluates = config.eval_num_problems or config.final_eval_problems()
-    if evaluates and (config.eval_max_new_tokens or 0) > completion:
-        name, completion = "eval_max_new_tokens", config.eval_max_new_tokens
-    if prompt + completion <= positions:
-        return
-    fixes = [f"lower {name} to at most {positions - prompt}"] if prompt < positions else []
-    if completion < positions:
-        fixes.append(
-            f"max_prompt_length to at most {positions - completion} (longer prompts are skipped)"
-        )
-    fix = ", or ".join(fixes) if fixes else f"lower {name} below {positions}"
-    raise ConfigError(
-        f"the longest prompt ({prompt} tokens, {longest.source}) plus {name} {completion} is "
-        f"{prompt + completion} tokens, beyond the {positions} positions of model "
-        f"{config.model_name_or_path!r} (max_position_embeddings in config.json): {fix}"
-    )
-
-
-def check_output_dir(
-    config: TrainConfig, model: ModelInfo, total_steps: int, save_dtype: torch.dtype
-) -> None:
-    """`output_dir` can be created and written, and its disk has room for what the run writes
-    there (`output_bytes`): refused now with what to do, not after the weights have loaded
-    or at the first checkpoint. Creates the directory (the run would)."""
-    path = Path(config.output_dir)
-    check_writable_dir(path, "output_dir")
-    needed, parts = output_bytes(config, model, total_steps, save_dtype)
-    free = shutil.disk_usage(path).free
-    if needed > free:
-        raise ConfigError(
-            f"output_dir {str(path)!r} has {_size(free)} free on its disk, but this run writes "
-            f"about {_size(needed)} there ({parts}): free space, choose another output_dir, "
-            "or keep fewer checkpoints (save_total_limit, save_steps)"
-        )
-
-
-def output_bytes(
-    config: TrainConfig, model: ModelInfo, total_steps: int, save_dtype: torch.dtype
-) -> tuple[int, str]:
-    """About how many bytes the run writes into output_dir at its peak, and of what: the
-    final model in its saved dtype, and with `save_steps` the checkpoints kept at once
-    (float32 weights and AdamW's two moments, 12 bytes a parameter), one more while the
-    oldest is rotated out. Parameters from the safetensors headers, else the weight files'
-    size; 0 under LoRA (adapters are small) or when neither is known (a hub id)."""
-    if config.use_peft:
-        return 0, "LoRA adapters"
-    width = torch.tensor([], dtype=save_dtype).element_size()
-    params = model.parameters or (model.weights_bytes or 0) // width
-    final = params * width
-    saves = (total_steps - 1) // config.save_steps if config.save_steps else 0
-    kept = min(saves, (config.save_total_limit or saves) + 1)
-    checkpoint = params * 12
-    parts = f"the final model {_size(final)}"
-    if kept:
-        parts += f", {kept} checkpoints at once of {_size(checkpoint)} each"
-    return final + kept * checkpoint, parts
-
-
-def _size(count: float) -> str:
-    units = ("B", "KB", "MB", "GB", "TB")
-    step = 0
-    while count >= 1000 and step < len(units) - 1:
-        count, step = count / 1000, step + 1
-    return f"{count:.0f} B" if step == 0 else f"{count:.1f} {units[step]}"
 
 
 def build_policy(config: TrainConfig, model_path: str, dtype: torch.dtype, device: Any) -> Any:

@@ -51,7 +51,8 @@ from safetensors.torch import load_file, save_file
 
 from aapo.files import read_json_object
 from aapo.messages import shown
-from aapo.training.config import TrainConfig, resumable_fields
+from aapo.training.config import TrainConfig
+from aapo.training.fields import resumable_fields
 
 PREFIX = "checkpoint-"
 STATE = "trainer_state.json"

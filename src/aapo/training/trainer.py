@@ -39,12 +39,13 @@ from aapo.models import (
 )
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout import Sampler
-from aapo.training import builders, deepspeed_engine, run_dir, scored
+from aapo.training import builders, deepspeed_engine, preflight, run_dir, scored
 from aapo.training import checkpoint as ckpt
 from aapo.training.config import TrainConfig
 from aapo.training.distributed import gather_lists
 from aapo.training.evaluate import held_out_metrics
 from aapo.training.model_card import write_model_card
+from aapo.training.reference import Reference
 from aapo.training.step import StepOutput, StepParts, train_round
 
 log = logging.getLogger("aapo")
@@ -131,26 +132,7 @@ class Trainer:
         reference_sampler: Sampler | None,
     ) -> None:
         acc = self.accelerator
-        with acc.main_process_first():  # smollm2-135m converts once, not once per process
-            self.model_info = inspect_model(config.model_name_or_path)  # config.json only
-        model_path = self.model_info.path
-        if config.sampler == "vllm":  # what the engine cannot do is refused before any load
-            from aapo.training.rollout_engine import check_vllm_options
-
-            check_vllm_options(config, model_path, acc.device.type)
-        self.tokenizer = load_tokenizer(model_path)
-        self.data = builders.build_data(config, self.tokenizer, self.layout)
-        builders.check_context(config, self.data, self.model_info)
-        scored.probe(scorer, self.rows, self.tokenizer)  # each reward once, on real rows
-        builders.check_output_dir(
-            config, self.model_info, self.data.total_steps, self.precision.save_dtype
-        )
-        if self.resume_from is not None:  # its settings' layout, when they are this run's
-            layout = self.layout if self.resume_from.same_settings else None
-            refills = config.max_sampling_rounds if config.informative_target() > 0 else 1
-            path, state = self.resume_from.path, self.resume_from.state
-            ckpt.check_position(path, state, self.total_steps, layout, refills)
-
+        model_path = self._check_before_loading(config, scorer)
         model = builders.build_policy(config, model_path, self.precision.param_dtype, acc.device)
         source = builders.reference_source(config, estimator)
         cache = (  # fingerprinted with the initial weights: before any update
@@ -187,7 +169,19 @@ class Trainer:
                 )
             ),
         )
-        self.parts = StepParts(
+        self.parts = self._step_parts(config, estimator, scorer, reference, policy)
+
+    def _step_parts(
+        self,
+        config: TrainConfig,
+        estimator: Any,
+        scorer: RewardScorer,
+        reference: Reference | None,
+        policy: Any,
+    ) -> StepParts:
+        """What every step reads, from the parts built above and the settings built once."""
+        acc = self.accelerator
+        return StepParts(
             config=config,
             model=self.model,
             policy_sampler=self.policy_sampler,
@@ -208,6 +202,32 @@ class Trainer:
             loss=builders.loss_settings(config, self.algorithm),
             advantage_options=builders.advantage_options(config, estimator),
         )
+
+    def _check_before_loading(self, config: TrainConfig, scorer: RewardScorer) -> str:
+        """Everything that can be refused before the weights load (the model's config.json,
+        the engine's options, the prompts against the context, each reward once on real rows,
+        the output disk, a resume's position); loads the tokenizer and data; → the model path."""
+        acc = self.accelerator
+        with acc.main_process_first():  # smollm2-135m converts once, not once per process
+            self.model_info = inspect_model(config.model_name_or_path)  # config.json only
+        model_path = self.model_info.path
+        if config.sampler == "vllm":  # what the engine cannot do is refused before any load
+            from aapo.training.rollout_engine import check_vllm_options
+
+            check_vllm_options(config, model_path, acc.device.type)
+        self.tokenizer = load_tokenizer(model_path)
+        self.data = builders.build_data(config, self.tokenizer, self.layout)
+        preflight.check_context(config, self.data, self.model_info)
+        scored.probe(scorer, self.rows, self.tokenizer)  # each reward once, on real rows
+        preflight.check_output_dir(
+            config, self.model_info, self.data.total_steps, self.precision.save_dtype
+        )
+        if self.resume_from is not None:  # its settings' layout, when they are this run's
+            layout = self.layout if self.resume_from.same_settings else None
+            refills = config.max_sampling_rounds if config.informative_target() > 0 else 1
+            path, state = self.resume_from.path, self.resume_from.state
+            ckpt.check_position(path, state, self.total_steps, layout, refills)
+        return model_path
 
     @property
     def rows(self) -> list[PromptRow]:

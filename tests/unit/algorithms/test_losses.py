@@ -11,6 +11,7 @@ from aapo.algorithms import (
     clipped_surrogate_loss,
     get_policy_loss,
     k3_kl,
+    truncated_importance_weights,
     weighted_nll_loss,
 )
 
@@ -327,3 +328,15 @@ def test_full_batch_token_mean_is_sum_over_all_tokens():
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_truncated_importance_weights_by_hand():
+    # π_train / π_engine: 0.5 / 0.25 = 2 → capped at 1.5; 0.2 / 0.4 = 0.5 → kept
+    train = torch.tensor([[math.log(0.5), math.log(0.2)]])
+    engine = torch.tensor([[math.log(0.25), math.log(0.4)]], requires_grad=True)
+    weights, clipped = truncated_importance_weights(train, engine, cap=1.5)
+    assert_close(weights, torch.tensor([[1.5, 0.5]]))
+    assert clipped.tolist() == [[True, False]]
+    assert not weights.requires_grad  # a weight, never a path for the gradient
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        truncated_importance_weights(train, engine, cap=0.5)

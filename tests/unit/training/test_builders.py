@@ -9,7 +9,7 @@ import torch
 
 from aapo.algorithms import AdvantageResult, get_advantage, register_advantage
 from aapo.config import load_config
-from aapo.training import builders
+from aapo.training import builders, preflight
 from aapo.training.config import TrainConfig
 
 RECEIVED: list[float] = []
@@ -236,7 +236,7 @@ def test_the_disk_must_have_room_for_the_run(tmp_path):
     huge = ModelInfo(str(tmp_path), "qwen2", 512, None, parameters=10**13)
     config = TrainConfig(output_dir=str(tmp_path / "run"), save_steps=0)
     with pytest.raises(ConfigError, match=r"free on its disk, but this run writes about 40.0 TB"):
-        builders.check_output_dir(config, huge, 100, torch.float32)
+        preflight.check_output_dir(config, huge, 100, torch.float32)
 
 
 def test_what_a_run_writes_is_its_final_model_and_the_checkpoints_kept_at_once():
@@ -245,15 +245,15 @@ def test_what_a_run_writes_is_its_final_model_and_the_checkpoints_kept_at_once()
     model = ModelInfo("m", "qwen2", 512, None, parameters=1000)
     # final model: 1000 parameters x 2 bytes (bf16) = 2000
     only_final = TrainConfig(save_steps=0)
-    assert builders.output_bytes(only_final, model, 100, torch.bfloat16)[0] == 2000
+    assert preflight.output_bytes(only_final, model, 100, torch.bfloat16)[0] == 2000
     # saves at steps 8, 16, ..., 96 (12 of them); 2 kept, a 3rd written before one goes;
     # each 1000 x 12 bytes (fp32 weights + AdamW's two moments): 2000 + 3 x 12000
     config = TrainConfig(save_steps=8, save_total_limit=2)
-    needed, parts = builders.output_bytes(config, model, 100, torch.bfloat16)
+    needed, parts = preflight.output_bytes(config, model, 100, torch.bfloat16)
     assert needed == 2000 + 3 * 12000
     assert parts == "the final model 2.0 KB, 3 checkpoints at once of 12.0 KB each"
     keep_all = TrainConfig(save_steps=8, save_total_limit=None)
-    assert builders.output_bytes(keep_all, model, 100, torch.bfloat16)[0] == 2000 + 12 * 12000
+    assert preflight.output_bytes(keep_all, model, 100, torch.bfloat16)[0] == 2000 + 12 * 12000
 
 
 def test_a_run_refused_before_the_weights_load_leaves_no_folder_behind(

@@ -11,10 +11,10 @@ from aapo.data.datasets import load_problems
 from aapo.data.rows import prepare_rows
 from aapo.models import load_tokenizer, resolve_model_path
 from aapo.training import checkpoint as ckpt
-from aapo.training.config import (
+from aapo.training.config import TrainConfig
+from aapo.training.fields import (
     AT_LEAST_ONE,
     Range,
-    TrainConfig,
     _doc,
     derived_reference_entries,
     reference_fields,

@@ -1,6 +1,7 @@
 """Generation batches that feed several optimizer steps (TRL's μ = num_iterations) and group
 selection (DAPO's dynamic sampling), on a toy policy whose log-probs are known in closed form."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -227,3 +228,44 @@ def test_completion_table_matches_the_step_metrics():
     assert rows[0]["rewards"] == {"good": 0.0} and rows[2]["completion"] == "good"
     assert rows[2]["advantage"] > 0 > rows[3]["advantage"]  # the mixed group of p2
     assert len(_logged_round(cap=3).completions) == 3
+
+
+class FromAnEngine:
+    """`Fixed`'s completions with the log-probs an engine reports for them. The toy policy
+    starts uniform (log π_train = log 1/6 for every token), so the importance ratios
+    π_train / π_engine are: good [2, 3] → 2 and 1, bad [4] → 0.5."""
+
+    def generate(self, prompts, params):
+        good = Sample([2, 3], "good", False, [math.log(1 / 12), math.log(1 / 6)])
+        bad = Sample([4], "bad", False, [math.log(1 / 3)])
+        return [[good, bad][: params.n] for _ in prompts]
+
+
+@pytest.mark.parametrize("correction", [True, False])
+def test_engine_samples_weight_each_tokens_loss_by_the_truncated_ratio(correction):
+    """Hand values, NLL with token mean over the 3 tokens, a = GRPO's ±advantage:
+    weights min(ratio, 1.5) = [1.5, 1.0, 0.5] (one of three clipped, mean 1.0), so the loss
+    −Σ w·A·log π / 3 = a·ln 6·(1.5 + 1.0 − 0.5) / 3 = 2a·ln 6 / 3; without the correction
+    a·ln 6·(1 + 1 − 1) / 3. The gap: (ln 2 + 0 + ln 2) / 3."""
+    import dataclasses
+
+    config = TrainConfig(
+        num_generations=2,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        vllm_importance_sampling_correction=correction,
+        vllm_importance_sampling_cap=1.5,
+    )
+    parts = _parts(config, Toy(), FromAnEngine())
+    nll = builders.loss_settings(config, Algorithm("grpo", "nll", "token_mean"))
+    parts = dataclasses.replace(parts, loss=nll)
+    metrics = next(train_round(parts, [_row(0)], list)).metrics
+    a = 0.5 / (0.5**0.5 + 1e-4)
+    assert metrics["vllm/logprob_gap"] == pytest.approx(2 * math.log(2) / 3, rel=1e-5)
+    if correction:
+        assert metrics["loss"] == pytest.approx(2 * a * math.log(6) / 3, rel=1e-5)
+        assert metrics["vllm/is_weight_mean"] == pytest.approx(1.0, rel=1e-6)
+        assert metrics["vllm/is_clipped_frac"] == pytest.approx(1 / 3, rel=1e-6)
+    else:
+        assert metrics["loss"] == pytest.approx(a * math.log(6) / 3, rel=1e-5)
+        assert "vllm/is_weight_mean" not in metrics

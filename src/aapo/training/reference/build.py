@@ -44,7 +44,7 @@ from aapo.data.rows import PromptRow
 from aapo.models import inspect_model, load_model, load_tokenizer, precision_plan, training_device
 from aapo.rewards.scoring import RewardScorer
 from aapo.rollout.sampler import Sample, Sampler, SamplingParams
-from aapo.training import builders, run_dir
+from aapo.training import builders, preflight, run_dir
 from aapo.training.config import TrainConfig
 from aapo.training.reference.cache import (
     MANIFEST,
@@ -120,9 +120,8 @@ def _fill(
         check_vllm_options(config, model_path, accelerator.device.type)
     tokenizer = load_tokenizer(model_path)
     data = builders.build_data(config, tokenizer, config.batch_layout(count))
-    builders.check_context(config, data, info)
+    preflight.check_context(config, data, info)
     probe(scorer, data.rows, tokenizer)  # each reward once, on real rows
-    run_dir.check_writable_dir(Path(config.reference_cache), "reference_cache")
     model = load_model(model_path, dtype, accelerator.device)  # the weights training loads
     model.eval()
     model.requires_grad_(False)

@@ -34,7 +34,7 @@ from aapo.config import ConfigError
 from aapo.data.rows import PromptRow
 from aapo.files import atomic_write, file_sha256, read_json_object
 from aapo.messages import shown
-from aapo.training.config import derived_reference_entries, reference_fields
+from aapo.training.fields import derived_reference_entries, reference_fields
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
