@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aapo.compare.plots import write_figures
 from aapo.compare.report import render_report, write_report
-from aapo.compare.runner import plan_comparison, run_jobs
+from aapo.compare.runner import plan_comparison, run_jobs, sigterm_as_interrupt
 from aapo.compare.runs import Run, find_runs, group_runs, load_run
 from aapo.compare.variants import CompareError
 from aapo.messages import shown
@@ -42,7 +42,8 @@ def compare(
     if baseline is not None and baseline not in names:
         known = ", ".join(names)
         raise CompareError(f"--baseline {shown(baseline)} is not among --algorithms ({known})")
-    results = run_jobs(plan, jobs)
+    with sigterm_as_interrupt():
+        results = run_jobs(plan, jobs)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         listed = "; ".join(f"{r.job.name}: {r.message}" for r in failed)

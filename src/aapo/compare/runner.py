@@ -22,14 +22,17 @@ reference-reward cache (pass its option through as a train option).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +118,9 @@ def plan_comparison(
     prepare_config(load_config(TrainConfig, config, options))
     variants, seed_list = parse_variants(algorithms), parse_seeds(seeds)
     _check_variants_differ(variants, set(given), set(read_yaml(config)), config)
-    jobs = []
-    for variant in variants:
-        for seed in seed_list:
+    jobs = []  # seed by seed: a comparison cut short leaves whole pairs, not whole variants
+    for seed in seed_list:
+        for variant in variants:
             run_dir = output_dir / variant.name / f"seed-{seed}"
             args = _run_args(variant, seed, run_dir)
             try:
@@ -181,6 +184,14 @@ def job_state(job: Job) -> str:
     return "fresh"
 
 
+@functools.cache
+def field_defaults() -> dict[str, Any]:
+    """Every `aapo train` field at its default, as a run's config.yaml writes it."""
+    from aapo.training.config import TrainConfig
+
+    return _as_yaml(config_to_dict(TrainConfig()))
+
+
 def _check_same_config(job: Job) -> None:
     path = job.run_dir / "config.yaml"
     if not path.is_file():
@@ -189,7 +200,9 @@ def _check_same_config(job: Job) -> None:
     # a moved comparison is still itself; how an attempt started is not the run's config
     ignore = {"resume_from_checkpoint", "output_dir", "overwrite_output_dir"}
     keys = (set(found) | set(job.planned)) - ignore
-    differ = sorted(k for k in keys if found.get(k) != job.planned.get(k))
+    # a field added to aapo since the run, at its default, is what the run trained with
+    added = {k for k in set(job.planned) - set(found) if job.planned[k] == field_defaults().get(k)}
+    differ = sorted(k for k in keys - added if found.get(k) != job.planned.get(k))
     if differ:
         key = differ[0]
         raise CompareError(
@@ -218,6 +231,42 @@ def threads_per_job(jobs_at_once: int, cores: int | None = None) -> int:
     threads = max(1, (cores or 1) // jobs_at_once)
     cap = os.environ.get("OMP_NUM_THREADS", "")
     return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
+
+
+_RUNNING: set[subprocess.Popen] = set()  # the training runs in progress, for forward_interrupt
+_RUNNING_LOCK = threading.Lock()
+
+
+def forward_interrupt() -> int:
+    """Send SIGINT to every training run in progress, as a Ctrl-C at a terminal does (each
+    saves a checkpoint and exits); for a comparison stopped by SIGTERM, which reaches this
+    process alone, so that its runs neither train on unseen nor die writing to a closed
+    pipe. How many runs it reached."""
+    with _RUNNING_LOCK:
+        children = [child for child in _RUNNING if child.poll() is None]
+    for child in children:
+        child.send_signal(signal.SIGINT)
+    return len(children)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While running a comparison, a SIGTERM (a scheduler's or `kill`'s stop) stops it as a
+    Ctrl-C would: the runs in progress are told (forward_interrupt), none is started after.
+    Outside the main thread (where Python allows no handler) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        log.warning("SIGTERM: stopping %d run(s) in progress at a checkpoint", forward_interrupt())
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_jobs(plan: Plan, jobs_at_once: int = 1, python: str = sys.executable) -> list[JobResult]:
@@ -259,9 +308,17 @@ def _run_one(plan: Plan, job: Job, resume: bool, env: dict[str, str], python: st
     with (job.run_dir / LOG_FILE).open("a", encoding="utf-8") as log_file:
         log_file.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
         log_file.flush()
-        done = subprocess.run(
-            command, stdout=subprocess.PIPE, stderr=log_file, env=env, text=True, check=False
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log_file, env=env, text=True
         )
+        with _RUNNING_LOCK:
+            _RUNNING.add(child)
+        try:
+            stdout, _ = child.communicate()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(child)
+        done = subprocess.CompletedProcess(command, child.returncode, stdout)
         log_file.write(done.stdout)
     seconds = time.perf_counter() - started
     summary = _last_json_object(done.stdout)

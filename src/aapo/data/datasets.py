@@ -24,6 +24,7 @@ model sees exactly those messages through its chat template); its last user turn
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,17 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message names the file and line (or row)."""
 
 
-def load_problems(name: str, split: str = "train", seed: int = 42, size: int = 2000) -> list[dict]:
-    """Rows with at least `problem` and `answer`, validated, from any supported source."""
+def load_problems(
+    name: str,
+    split: str = "train",
+    seed: int = 42,
+    size: int = 2000,
+    levels: Sequence[int] | None = None,
+) -> list[dict]:
+    """Rows with at least `problem` and `answer`, validated, from any supported source.
+    `size` and `levels` (None: all) shape the synthetic task only."""
     if name == "synthetic":
-        return synthetic_split(split, seed=seed, size=size)
+        return synthetic_split(split, seed=seed, size=size, levels=levels)
     path = Path(name)
     if path.suffix == ".jsonl" or path.suffix == ".json":
         return _validate(read_jsonl(path), str(path))
@@ -56,14 +64,27 @@ def load_problems(name: str, split: str = "train", seed: int = 42, size: int = 2
     return _validate(_read_hub(name, split), f"{name}[{split}]")
 
 
-def synthetic_split(split: str, seed: int = 42, size: int = 2000) -> list[dict]:
-    from aapo.data.synthetic import make_splits
+def synthetic_split(
+    split: str, seed: int = 42, size: int = 2000, levels: Sequence[int] | None = None
+) -> list[dict]:
+    """`size` train problems, or the `SYNTHETIC_TEST_SIZE` held-out ones; each level draws its
+    own stream, so a prefix of either is the same whatever the size."""
+    from aapo.data.synthetic import LEVELS, generate_problems
 
     if split not in ("train", "test"):
         raise DatasetError(
             f"the synthetic dataset has splits 'train' and 'test', not {shown(split)}"
         )
-    return make_splits(size, SYNTHETIC_TEST_SIZE, seed)[split]
+    count = size if split == "train" else SYNTHETIC_TEST_SIZE
+    return generate_problems(count, seed, LEVELS if levels is None else levels, split=split)
+
+
+def held_out_problems(seed: int, size: int, levels: Sequence[int] | None = None) -> list[dict]:
+    """The first `size` problems of the synthetic held-out split over `levels`: with all
+    levels, exactly the first `size` of `synthetic_split("test", seed)`."""
+    from aapo.data.synthetic import LEVELS, generate_problems
+
+    return generate_problems(size, seed, LEVELS if levels is None else levels, split="test")
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[tuple[str, Any]]:

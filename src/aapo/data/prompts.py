@@ -4,11 +4,16 @@ Names: `r1_think` is the 1.5B run's system prompt and `simplerl` the 7B run's, a
 prints them (the authors swap the two: docs/ALGORITHMS.md §8.6). `eval_math` is the evaluation
 prompt (a user-turn template with `{problem}`), asking for the final answer in `\\boxed{}`.
 `encode_prompt` gives the token ids the model sees; `render_prompt_text` the same prompt as text.
+Worked examples (`prompt_examples`) are whole user/assistant exchanges shown before the problem:
+a small instruct model copies an answer format it has seen far more often than one it is told
+(docs/STUDY.md, part 3: SmolLM2 boxes 0-1 answers in 64 when asked, 42-54 after one example).
 """
 
 from __future__ import annotations
 
+import json
 import string
+from pathlib import Path
 from typing import Any
 
 from aapo.messages import shown
@@ -40,6 +45,56 @@ USER_TEMPLATES: dict[str, str] = {
         "answering.\n\n{problem}"
     ),
 }
+
+
+PROMPT_EXAMPLES: dict[str, tuple[dict[str, str], ...]] = {
+    # one worked exchange in the synthetic task's wording, ending in the answer rule's box
+    "boxed_arithmetic": (
+        {"role": "user", "content": "What is 2 + 3?"},
+        {"role": "assistant", "content": "2 + 3 = 5. The final answer is \\boxed{5}."},
+    ),
+}
+
+
+def resolve_prompt_examples(name_or_path: str | None) -> list[dict[str, str]]:
+    """Worked exchanges by registered name, or from a JSON file holding a list of
+    {"role", "content"} messages: user and assistant turns alternating, user first and
+    assistant last (each example a complete exchange). None or "none" gives none."""
+    if name_or_path is None or name_or_path in ("", "none"):
+        return []
+    if name_or_path in PROMPT_EXAMPLES:
+        return [dict(m) for m in PROMPT_EXAMPLES[name_or_path]]
+    where = f"prompt_examples {shown(name_or_path)}"
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(PROMPT_EXAMPLES))
+        raise ValueError(f"{where} is neither a known name ({known}) nor an existing JSON file")
+    try:
+        messages = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from err
+    return check_examples(messages, where)
+
+
+def check_examples(messages: Any, where: str) -> list[dict[str, str]]:
+    """The messages as given when they form whole user/assistant exchanges; else a ValueError
+    naming the first message at fault."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: expected a non-empty list of messages")
+    for i, message in enumerate(messages):
+        role = "user" if i % 2 == 0 else "assistant"
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise ValueError(f"{where}: message {i} must be an object with role and content only")
+        if message["role"] != role:
+            raise ValueError(
+                f"{where}: message {i} has role {shown(message['role'])}, expected {role!r} "
+                "(user and assistant alternate, user first)"
+            )
+        if not isinstance(message["content"], str) or not message["content"].strip():
+            raise ValueError(f"{where}: message {i} has no text content")
+    if len(messages) % 2:
+        raise ValueError(f"{where}: the last message must be the assistant's (a whole exchange)")
+    return [dict(m) for m in messages]
 
 
 def resolve_system_prompt(name_or_text: str | None) -> str | None:
@@ -76,9 +131,16 @@ def resolve_user_template(name_or_text: str) -> str:
     return template
 
 
-def build_messages(problem: str, system_prompt: str | None, user_template: str) -> list[dict]:
-    """Chat messages for one problem (system turn only when a system prompt is set)."""
+def build_messages(
+    problem: str,
+    system_prompt: str | None,
+    user_template: str,
+    examples: list[dict[str, str]] | None = None,
+) -> list[dict]:
+    """Chat messages for one problem: the system turn when a system prompt is set, the worked
+    examples, then the problem's user turn."""
     messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    messages += [dict(m) for m in examples or ()]
     messages.append({"role": "user", "content": user_template.format(problem=problem)})
     return messages
 

@@ -22,6 +22,7 @@ from aapo.data.prompts import (
     build_messages,
     encode_prompt,
     render_prompt_text,
+    resolve_prompt_examples,
     resolve_system_prompt,
     resolve_user_template,
 )
@@ -51,16 +52,23 @@ class PromptRow:
 
 
 def prepare_rows(
-    rows: list[dict], tokenizer: Any, system_prompt: str | None, template: str, max_length: int
+    rows: list[dict],
+    tokenizer: Any,
+    system_prompt: str | None,
+    template: str,
+    max_length: int,
+    examples: str | None = None,
 ) -> tuple[list[PromptRow], int]:
-    """Encode every row's prompt; drop (and count) prompts longer than `max_length` tokens."""
+    """Encode every row's prompt; drop (and count) prompts longer than `max_length` tokens.
+    `examples`: a `prompt_examples` name or file, shown before each problem."""
     system = resolve_system_prompt(system_prompt)
     user_template = resolve_user_template(template)
+    shots = resolve_prompt_examples(examples)
     kept: list[PromptRow] = []
     skipped = 0
     shortest = None  # of the skipped prompts, in tokens
     for position, row in enumerate(rows):
-        messages = _messages(row, system, user_template)
+        messages = _messages(row, system, user_template, shots)
         ids = encode_prompt(tokenizer, messages)
         if len(ids) > max_length:
             skipped += 1
@@ -83,15 +91,17 @@ def prepare_rows(
     return kept, skipped
 
 
-def _messages(row: dict, system: str | None, user_template: str) -> list[dict]:
+def _messages(row: dict, system: str | None, user_template: str, shots: list[dict]) -> list[dict]:
     """A conversational row's own messages (a configured system prompt opens them when they
-    have no system turn), else the problem through the system prompt and user template."""
+    have no system turn; the worked examples follow its system turns), else the problem
+    through the system prompt, examples and user template."""
     prompt = row.get("prompt")
     if not isinstance(prompt, list):
-        return build_messages(row["problem"], system, user_template)
+        return build_messages(row["problem"], system, user_template, shots)
     if system is not None and not any(m["role"] == "system" for m in prompt):
-        return [{"role": "system", "content": system}, *prompt]
-    return list(prompt)
+        prompt = [{"role": "system", "content": system}, *prompt]
+    opening = next((i for i, m in enumerate(prompt) if m["role"] != "system"), len(prompt))
+    return [*prompt[:opening], *shots, *prompt[opening:]]
 
 
 def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:

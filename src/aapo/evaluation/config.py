@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aapo.data.prompts import resolve_user_template
+from aapo.data.prompts import resolve_prompt_examples, resolve_user_template
 from aapo.messages import shown
 
 PAPER_BENCHMARKS = ("aime24", "math500", "amc23", "minerva", "olympiadbench")
@@ -59,6 +59,11 @@ class EvalConfig:
     # prompting
     system_prompt: str | None = _doc(
         None, "A paper prompt name (r1_think, simplerl) or literal text; null = none."
+    )
+    prompt_examples: str | None = _doc(
+        None,
+        "Worked user/assistant exchanges before each problem: a name (boxed_arithmetic) or a "
+        "JSON file of messages; null = none. Use the training run's, to evaluate it as trained.",
     )
     prompt_template: str = _doc(
         "auto",
@@ -133,6 +138,7 @@ class EvalConfig:
             raise ValueError(f"grading_timeout must be > 0, got {self.grading_timeout}")
         if self.prompt_template != "auto":  # a missing {problem} or a stray brace, now
             resolve_user_template(self.prompt_template)
+        resolve_prompt_examples(self.prompt_examples)
 
     def _check_completions_mode(self) -> None:
         """Options that would silently do nothing when grading a completions file."""

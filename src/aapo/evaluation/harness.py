@@ -31,6 +31,7 @@ from aapo.data.datasets import DatasetError
 from aapo.data.prompts import (
     build_messages,
     encode_prompt,
+    resolve_prompt_examples,
     resolve_system_prompt,
     resolve_user_template,
 )
@@ -136,9 +137,11 @@ def build_tasks(benchmark: Benchmark, config: EvalConfig, tokenizer: Any) -> lis
     name = config.prompt_template
     template = resolve_user_template(benchmark.default_template if name == "auto" else name)
     system = resolve_system_prompt(config.system_prompt)
+    shots = resolve_prompt_examples(config.prompt_examples)
     tasks = []
     for item in benchmark.items:
-        ids = tuple(encode_prompt(tokenizer, build_messages(item.problem, system, template)))
+        messages = build_messages(item.problem, system, template, shots)
+        ids = tuple(encode_prompt(tokenizer, messages))
         text = tokenizer.decode(list(ids), skip_special_tokens=False)
         tasks += [Task(benchmark.name, item, j, ids, text) for j in range(config.num_samples)]
     return tasks

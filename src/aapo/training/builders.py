@@ -156,10 +156,19 @@ class TrainData:
 def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
     """The prompts, encoded; refused (ConfigError) when they do not fill one generation batch."""
     rows = load_problems(
-        config.dataset_name, config.dataset_split, config.seed, config.dataset_size
+        config.dataset_name,
+        config.dataset_split,
+        config.seed,
+        config.dataset_size,
+        config.synthetic_levels,
     )
     prepared, skipped = prepare_rows(
-        rows, tokenizer, config.system_prompt, config.prompt_template, config.max_prompt_length
+        rows,
+        tokenizer,
+        config.system_prompt,
+        config.prompt_template,
+        config.max_prompt_length,
+        config.prompt_examples,
     )
     batches_per_epoch = len(prepared) // layout.generation_prompts
     if batches_per_epoch == 0:

@@ -32,7 +32,9 @@ from typing import Any, Literal
 
 from aapo.algorithms import AGGREGATION_MODES, GPG_NORMS, SCALE_REWARDS
 from aapo.data.datasets import SYNTHETIC_TEST_SIZE
-from aapo.data.prompts import resolve_user_template
+from aapo.data.prompts import resolve_prompt_examples, resolve_user_template
+from aapo.data.synthetic import LEVELS
+from aapo.messages import shown
 from aapo.models import DTYPES
 from aapo.rollout import SAMPLERS
 from aapo.training.fields import (
@@ -103,6 +105,13 @@ class TrainConfig:
         reference="dataset",
         range=AT_LEAST_ONE,
     )
+    synthetic_levels: list[int] = _doc(
+        [1, 2, 3, 4, 5],
+        "Difficulty levels of the `synthetic` task to train and check on (e.g. [1, 2, 3] for a "
+        "small model); the held-out check draws from the same levels.",
+        reference="dataset",
+        range=Range(min(LEVELS), max(LEVELS), why="(each one of the synthetic task's levels)"),
+    )
     system_prompt: str | None = _doc(
         None,
         "A paper prompt name (r1_think, simplerl) or literal text; null = none.",
@@ -112,6 +121,12 @@ class TrainConfig:
         "plain",
         "User-turn template by name (plain, eval_math) or text with {problem}.",
         reference="prompt_template",
+    )
+    prompt_examples: str | None = _doc(
+        None,
+        "Worked user/assistant exchanges shown before each problem: a name (boxed_arithmetic) "
+        "or a JSON file of messages; null = none.",
+        reference="prompt_examples",
     )
     # sampling
     num_generations: int = _doc(
@@ -501,7 +516,9 @@ class TrainConfig:
                 f"steps_per_generation {micro} / num_generations {self.num_generations})"
             )
         self._check_rewards()
+        self._check_levels()
         resolve_user_template(self.prompt_template)  # a missing {problem}, a stray brace
+        resolve_prompt_examples(self.prompt_examples)  # an unknown name, a malformed file
         if self.delta_low > self.delta_high:
             raise ValueError(
                 f"delta_low ({self.delta_low}) must be <= delta_high ({self.delta_high})"
@@ -523,6 +540,16 @@ class TrainConfig:
             value = getattr(self, f.name)
             if allowed is not None and not allowed.holds(value):
                 raise ValueError(f"{f.name} must be {allowed}, got {value!r}")
+
+    def _check_levels(self) -> None:
+        levels = self.synthetic_levels
+        if not levels or len(set(levels)) != len(levels):
+            raise ValueError(f"synthetic_levels must list distinct levels, got {levels}")
+        if self.dataset_name != "synthetic" and sorted(levels) != list(LEVELS):
+            raise ValueError(
+                f"synthetic_levels applies to dataset_name: synthetic only, not "
+                f"{shown(self.dataset_name)}: leave it at its default"
+            )
 
     def _check_rewards(self) -> None:
         if not self.reward_funcs:

@@ -19,7 +19,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Range:
     """The values a numeric field may take: bounds, each closed unless said open; None
-    (for optional fields) always passes, and floats must be finite."""
+    (for optional fields) always passes, floats must be finite, and a list's every item must
+    hold."""
 
     low: float | None = None
     high: float | None = None
@@ -30,6 +31,8 @@ class Range:
     def holds(self, value: Any) -> bool:
         if value is None:
             return True
+        if isinstance(value, (list, tuple)):
+            return all(self.holds(item) for item in value)
         if isinstance(value, float) and not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)

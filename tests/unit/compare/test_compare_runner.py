@@ -7,15 +7,22 @@ each call, so the runner's decisions can be counted. It imports no torch, so it 
 
 import json
 import os
+import signal
 import stat
 import sys
+import threading
+import time
 
 import pytest
+import yaml
 
 from aapo.compare.runner import (
+    forward_interrupt,
+    job_state,
     parse_seeds,
     plan_comparison,
     run_jobs,
+    sigterm_as_interrupt,
     threads_per_job,
     train_command,
 )
@@ -91,13 +98,14 @@ def test_threads_split_the_cores_and_respect_a_set_limit(monkeypatch):
 
 def test_plan_lays_out_variant_seed_directories_and_commands(tmp_path):
     plan = plan_comparison("aapo_noclip,grpo", "2", "default", OPTIONS, tmp_path)
+    # seed by seed, so a comparison cut short leaves whole pairs
     assert [(j.variant.name, j.seed) for j in plan.jobs] == [
         ("aapo_noclip", 1),
-        ("aapo_noclip", 2),
         ("grpo", 1),
+        ("aapo_noclip", 2),
         ("grpo", 2),
     ]
-    job = plan.jobs[1]
+    job = plan.jobs[2]
     assert job.run_dir == tmp_path / "aapo_noclip" / "seed-2"
     assert job.planned["momentum_clip"] is False and job.planned["max_steps"] == 2
     command = train_command(plan, job, resume=True, python="py")
@@ -163,7 +171,7 @@ def test_finished_runs_are_kept_and_killed_runs_resume_or_restart(tmp_path, fake
     (killed / "checkpoint-1" / "trainer_state.json").write_text('{"step": 1}')
     (out / "gpg" / "seed-1" / "summary.json").unlink()
     third = run_jobs(plan, jobs_at_once=1, python=str(fake))
-    assert [r.status for r in third] == ["resumed", "kept", "trained", "kept"]
+    assert [r.status for r in third] == ["resumed", "trained", "kept", "kept"]  # seed-major
     assert not any(c["overwrite"] for c in _calls(tmp_path)[:4])  # fresh folders
     # the restarted run replaces its killed attempt's files: aapo train refuses it otherwise
     assert [
@@ -197,3 +205,67 @@ def test_a_kept_run_with_another_config_stops_the_comparison(tmp_path, fake, mon
         run_jobs(changed, python=str(fake))
     assert len(_calls(tmp_path)) == 1
     assert os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_run_from_before_a_field_existed_is_kept_when_the_field_is_at_its_default(
+    tmp_path, fake, monkeypatch
+):
+    """A comparison started on an older aapo goes on: a key its config.yaml lacks counts as
+    the default it trained with, and only as that."""
+    out = tmp_path / "cmp"
+    plan = _use(plan_comparison("gpg", "1", "default", OPTIONS, out), monkeypatch)
+    run_jobs(plan, python=str(fake))
+    path = out / "gpg" / "seed-1" / "config.yaml"
+    older = yaml.safe_load(path.read_text())
+    del older["synthetic_levels"], older["prompt_examples"]
+    path.write_text(yaml.safe_dump(older))
+    assert job_state(plan.jobs[0]) == "done"
+    asks = plan_comparison("gpg", "1", "default", [*OPTIONS, "--synthetic_levels", "[1, 2]"], out)
+    with pytest.raises(ConfigError, match=r"synthetic_levels=None.*synthetic_levels=\[1, 2\]"):
+        job_state(asks.jobs[0])
+
+
+WAITS_FOR_SIGINT = f"""#!{sys.executable}
+import os, signal, sys, time
+from pathlib import Path
+
+out = Path(sys.argv[sys.argv.index("--output_dir") + 1])
+def stop(signum, frame):
+    (out / "interrupted").write_text("checkpoint saved")
+    sys.exit(130)
+signal.signal(signal.SIGINT, stop)
+(out / "started").write_text("")
+time.sleep(60)
+"""
+
+
+def test_a_sigterm_stops_the_runs_in_progress_at_a_checkpoint(tmp_path, monkeypatch):
+    """SIGTERM reaches the comparison alone (a Ctrl-C reaches the whole process group): it
+    passes it on as SIGINT, so the runs save and exit instead of training on unwatched."""
+    script = tmp_path / "waits"
+    script.write_text(WAITS_FOR_SIGINT, encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    plan = plan_comparison("aapo,gpg", "1", "default", OPTIONS, tmp_path / "cmp")
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.extend(run_jobs(plan, jobs_at_once=2, python=str(script)))
+    )
+    worker.start()
+    started = [job.run_dir / "started" for job in plan.jobs]
+    deadline = time.monotonic() + 30
+    while not all(p.exists() for p in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert forward_interrupt() == 2
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert all((job.run_dir / "interrupted").exists() for job in plan.jobs)
+    assert forward_interrupt() == 0  # none left running
+
+
+def test_sigterm_becomes_an_interrupt_only_while_comparing():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at the next bytecode
+    assert signal.getsignal(signal.SIGTERM) is before

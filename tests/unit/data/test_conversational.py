@@ -63,3 +63,17 @@ def test_mixed_forms_are_refused(tmp_path):
     )
     with pytest.raises(DatasetError, match=r"m.jsonl:2: rows mix conversational prompts"):
         load_problems(path)
+
+
+def test_worked_examples_follow_a_conversations_system_turns(tmp_path):
+    rows = [{"prompt": [SYSTEM, {"role": "user", "content": "What is 4 + 4?"}], "answer": "8"}]
+    loaded = load_problems(_write(tmp_path / "c.jsonl", rows))
+    tokenizer = load_tokenizer("bundled")
+    (row,), _ = prepare_rows(loaded, tokenizer, None, "plain", 512, "boxed_arithmetic")
+    text = tokenizer.decode(row.prompt_ids)
+    system, shot, question = (
+        text.index("Answer in \\boxed{}."),
+        text.index("The final answer is \\boxed{5}."),
+        text.index("What is 4 + 4?"),
+    )
+    assert system < shot < question

@@ -5,7 +5,12 @@ import json
 
 import pytest
 
-from aapo.data.datasets import SYNTHETIC_TEST_SIZE, DatasetError, load_problems
+from aapo.data.datasets import (
+    SYNTHETIC_TEST_SIZE,
+    DatasetError,
+    held_out_problems,
+    load_problems,
+)
 
 
 def _write(path, lines):
@@ -89,3 +94,21 @@ def test_synthetic_held_out_split_grew_without_changing_its_first_500(seed: int)
     per_level = [sum(r["level"] == level for r in held_out) for level in range(1, 6)]
     assert per_level == [300] * 5
     assert [r["level"] for r in held_out[:1000]].count(1) == 200  # interleaved: balanced prefixes
+
+
+@pytest.mark.parametrize("seed", sorted(HELD_OUT_500))
+def test_the_trainers_held_out_check_sees_the_same_problems_as_before(seed: int) -> None:
+    """held_out_problems draws only what it needs; over all levels it is the split's prefix."""
+    digest = hashlib.sha256(json.dumps(held_out_problems(seed, 250)).encode()).hexdigest()
+    assert digest == HELD_OUT_500[seed][0]
+    assert held_out_problems(seed, 1000) == load_problems("synthetic", "test", seed=seed)[:1000]
+
+
+def test_levels_restrict_both_synthetic_splits():
+    train = load_problems("synthetic", "train", seed=1, size=300, levels=[1, 3])
+    test = held_out_problems(1, 90, [1, 3])
+    assert len(train) == 300 and {r["level"] for r in train} == {1, 3}
+    assert [r["level"] for r in test[:4]] == [1, 3, 1, 3] and len(test) == 90
+    # each level draws its own stream: the level-3 problems are those of all-level draws
+    everything = held_out_problems(1, 225)
+    assert [r for r in test if r["level"] == 3] == [r for r in everything if r["level"] == 3]

@@ -1,5 +1,7 @@
 """Config loading: unknown keys and bad values fail with the key's name."""
 
+import re
+
 import pytest
 
 from aapo.config import ConfigError, load_config
@@ -240,3 +242,21 @@ def test_the_cosine_cap_follows_an_overridden_completion_length():
     }
     shorter = load_config(TrainConfig, "aapo_1.5b", ["--max_completion_length", "1024"])
     assert _reward_params("cosine", shorter) == {"max_length": 1024}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"synthetic_levels": [1, 6]}, r"synthetic_levels must be in \[1, 5\] \(each one"),
+        ({"synthetic_levels": []}, "synthetic_levels must list distinct levels, got []"),
+        ({"synthetic_levels": [2, 2]}, "synthetic_levels must list distinct levels"),
+        (
+            {"synthetic_levels": [1], "dataset_name": "d.jsonl"},
+            "synthetic_levels applies to dataset_name: synthetic only",
+        ),
+        ({"prompt_examples": "three_shot"}, "prompt_examples 'three_shot' is neither"),
+    ],
+)
+def test_levels_and_examples_are_checked_when_the_config_is_built(overrides, message):
+    with pytest.raises(ValueError, match=message if "\\" in message else re.escape(message)):
+        TrainConfig(**overrides)

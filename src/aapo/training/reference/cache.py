@@ -119,13 +119,18 @@ def run_fingerprint(
     as a sampled one: every config field declared to shape the reference rollouts
     (`reference=True`, the default, so a new field is in it), by value, and the entries
     derived from the others (the prompts as rendered, the dataset's and tokenizer's hashes)."""
-    from aapo.data.prompts import resolve_system_prompt, resolve_user_template
+    from aapo.data.prompts import (
+        resolve_prompt_examples,
+        resolve_system_prompt,
+        resolve_user_template,
+    )
 
     derived = {
         "tokenizer": _sha256_json(sorted(tokenizer.get_vocab().items())),
         "eos_token_ids": eos_ids,
         "system_prompt": resolve_system_prompt(config.system_prompt),
         "prompt_template": resolve_user_template(config.prompt_template),
+        "prompt_examples": resolve_prompt_examples(config.prompt_examples),
         "rendered_prompts": _sha256_json([row.prompt_ids for row in rows]),
         "dataset": _sha256_json([row.columns for row in rows]),
         "num_rows": len(rows),
