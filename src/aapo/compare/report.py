@@ -28,13 +28,13 @@ from typing import Any
 
 from aapo.compare import stats
 from aapo.compare.plots import level_order
-from aapo.compare.runs import Run
+from aapo.compare.runs import ATTEMPT_KEYS, Run, field_defaults
 from aapo.compare.variants import CompareError
 from aapo.messages import shown
 
 TRAIN_WINDOW = 10
 PAPER_LOSS_VARIANCE = "3.6e-4 AAPO, 3.9e-4 GPG, 3.53e-3 GRPO (1.5B run)"
-RUN_KEYS = {"seed", "output_dir", "resume_from_checkpoint", "algorithm"}
+RUN_KEYS = {"seed", "algorithm"} | ATTEMPT_KEYS
 # the final held-out check, then the periodic one (the final one's when their sizes agree)
 ACCURACY_KEYS = ("eval_final/accuracy", "eval/accuracy")
 ACCURACY_LEVEL = re.compile(r"^eval(?:_final)?/accuracy/level_(.+)$")
@@ -195,10 +195,12 @@ def _config_notes(groups: Mapping[str, Sequence[Run]]) -> list[str]:
     """Config keys that differ between variants (the comparison's subject, e.g. momentum_clip)
     and, flagged, keys that differ between seeds of one variant (which they should not)."""
     keys = sorted({k for runs in groups.values() for run in runs for k in run.config} - RUN_KEYS)
+    defaults = field_defaults()  # for a run from before a field existed
     notes = []
     for key in keys:
         per_variant = {
-            name: {repr(run.config.get(key)) for run in runs} for name, runs in groups.items()
+            name: {repr(run.config.get(key, defaults.get(key))) for run in runs}
+            for name, runs in groups.items()
         }
         mixed = [name for name, values in per_variant.items() if len(values) > 1]
         if mixed:

@@ -23,7 +23,6 @@ reference-reward cache (pass its option through as a train option).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from aapo.compare.runs import SUMMARY_FILE
+from aapo.compare.runs import ATTEMPT_KEYS, SUMMARY_FILE, field_defaults
 from aapo.compare.variants import RUNNER_KEYS, CompareError, Variant, parse_variants
 from aapo.config import config_to_dict, load_config, parse_overrides, read_yaml
 from aapo.messages import shown
@@ -184,21 +183,13 @@ def job_state(job: Job) -> str:
     return "fresh"
 
 
-@functools.cache
-def field_defaults() -> dict[str, Any]:
-    """Every `aapo train` field at its default, as a run's config.yaml writes it."""
-    from aapo.training.config import TrainConfig
-
-    return _as_yaml(config_to_dict(TrainConfig()))
-
-
 def _check_same_config(job: Job) -> None:
     path = job.run_dir / "config.yaml"
     if not path.is_file():
         raise CompareError(f"{job.run_dir} has a model or checkpoint but no config.yaml")
     found = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     # a moved comparison is still itself; how an attempt started is not the run's config
-    ignore = {"resume_from_checkpoint", "output_dir", "overwrite_output_dir"}
+    ignore = ATTEMPT_KEYS
     keys = (set(found) | set(job.planned)) - ignore
     # a field added to aapo since the run, at its default, is what the run trained with
     added = {k for k in set(job.planned) - set(found) if job.planned[k] == field_defaults().get(k)}

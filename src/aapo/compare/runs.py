@@ -10,6 +10,7 @@ Left out: statistics (stats.py), figures (plots.py), the report (report.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,19 @@ from aapo.compare.variants import CompareError, infer_variant
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+# how one attempt at a run was started, not what it trained: never a difference between runs
+ATTEMPT_KEYS = frozenset({"resume_from_checkpoint", "output_dir", "overwrite_output_dir"})
+
+
+@functools.cache
+def field_defaults() -> dict[str, Any]:
+    """Every `aapo train` field at its default, as a run's config.yaml writes it: what a run
+    trained with for a field that aapo gained after it (a new field defaults to the old
+    behaviour)."""
+    from aapo.config import config_to_dict
+    from aapo.training.config import TrainConfig
+
+    return yaml.safe_load(yaml.safe_dump(config_to_dict(TrainConfig()), sort_keys=False))
 
 
 @dataclass(frozen=True)

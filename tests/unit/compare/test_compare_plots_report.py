@@ -153,6 +153,20 @@ def test_runs_differing_within_a_variant_are_flagged(tmp_path, make_run, records
     assert "No held-out accuracy in these runs" in text
 
 
+def test_how_a_run_was_started_and_fields_newer_than_it_are_no_difference(
+    tmp_path, make_run, records
+):
+    """A restarted attempt (--overwrite_output_dir) and a run from before synthetic_levels
+    existed are the same runs as their seeds' others; a real difference still shows."""
+    make_run(tmp_path / "a1", "gpg", 1, records(2, 0.1, False), overwrite_output_dir=True)
+    make_run(tmp_path / "a2", "gpg", 2, records(2, 0.1, False), synthetic_levels=[1, 2, 3, 4, 5])
+    make_run(tmp_path / "b1", "grpo", 1, records(2, 0.1, False), synthetic_levels=[1, 2])
+    make_run(tmp_path / "b2", "grpo", 2, records(2, 0.1, False), synthetic_levels=[1, 2])
+    text = render_report(group_runs(find_runs([tmp_path])), {}, tmp_path / "report.md")
+    assert "warning" not in text and "overwrite_output_dir" not in text
+    assert "- `synthetic_levels`: gpg [1, 2, 3, 4, 5], grpo [1, 2]" in text
+
+
 def test_plot_writes_report_with_relative_figure_links(tmp_path, make_run, records):
     _comparison(tmp_path / "runs", make_run, records, {"grpo": {1: (0.5, 0.6), 2: (0.4, 0.6)}})
     report = plot([tmp_path / "runs"], tmp_path / "out")
