@@ -68,6 +68,15 @@ def test_tasks_are_problem_major_with_plain_prompts() -> None:
         _benchmark(), EvalConfig(prompt_template="eval_math"), CharTokenizer()
     )
     assert "\\boxed{ANSWER}" in with_template[0].prompt
+    # a checkpoint trained with worked examples is evaluated with them
+    shown = build_tasks(
+        _benchmark(),
+        EvalConfig(system_prompt="Box it.", prompt_examples="boxed_arithmetic"),
+        CharTokenizer(),
+    )
+    assert shown[0].prompt == (
+        "Box it.\n\nWhat is 2 + 3?\n\n2 + 3 = 5. The final answer is \\boxed{5}.\n\nProblem 0\n"
+    )
 
 
 def test_batches_and_records(tmp_path: Path, eval_grader: Grader) -> None:

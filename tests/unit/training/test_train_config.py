@@ -57,7 +57,7 @@ def test_missing_config_file_lists_recipes():
 def test_shipped_recipes_load():
     from aapo.config import recipe_names
 
-    assert {"default", "aapo_1.5b", "aapo_7b", "aapo_llama"} <= set(recipe_names())
+    assert {"default", "smollm2_boxed", "aapo_1.5b", "aapo_7b", "aapo_llama"} <= set(recipe_names())
     for name in recipe_names():
         load_config(TrainConfig, name, [])
 
