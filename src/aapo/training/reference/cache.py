@@ -139,6 +139,8 @@ def run_fingerprint(
     unknown = set(derived_reference_entries(type(config))) - set(derived) - set(SAMPLED_ONLY)
     if unknown:  # a field names an entry nothing computes: it would silently not count
         raise ValueError(f"config fields name fingerprint entries nothing computes: {unknown}")
+    if not derived["prompt_examples"]:  # absent when none: caches from before it still match
+        del derived["prompt_examples"]
     values = {
         name: getattr(config, name)
         for name in reference_fields(type(config))

@@ -61,7 +61,12 @@ def _rows(config, tokenizer, prepared_for=None):
     """The run's rows; `prepared_for` renders the same problems under another config."""
     raw = load_problems(config.dataset_name, config.dataset_split, config.seed, config.dataset_size)
     shown = prepared_for or config
-    rendering = (shown.system_prompt, shown.prompt_template, shown.max_prompt_length)
+    rendering = (
+        shown.system_prompt,
+        shown.prompt_template,
+        shown.max_prompt_length,
+        shown.prompt_examples,
+    )
     return prepare_rows(raw, tokenizer, *rendering)[0]
 
 
@@ -171,6 +176,11 @@ CHANGES = {
         {"prompt_template": "Solve: {problem}"},
         {"prompt_template", "rendered_prompts"},
     ),
+    # absent from a fingerprint without examples (as in caches built before the field existed)
+    "prompt_examples": (
+        {"prompt_examples": "boxed_arithmetic"},
+        {"prompt_examples", "rendered_prompts"},
+    ),
 }
 
 
@@ -186,11 +196,11 @@ def test_each_fingerprint_field_changed_alone_is_refused_by_name(built, parts, n
         rows = [*rows[:3], edited, *rows[4:]]
     reference = _perturbed(model) if name == "reference_weights" else model
     wanted = reference_fingerprint(run, reference, rows, tokenizer)
-    assert {k for k in wanted if wanted[k] != fingerprint[k]} == expected
+    assert {k for k in wanted if wanted[k] != fingerprint.get(k)} == expected
     with pytest.raises(ReferenceCacheError, match="differing fields") as err:
         ReferenceCache.open(directory, wanted)
     for field in expected:
-        assert f"{field}: cache {fingerprint[field]!r}"[:60] in str(err.value)
+        assert f"{field}: cache {fingerprint.get(field, '<absent>')!r}"[:60] in str(err.value)
 
 
 def test_lora_reference_weights_are_the_base_weights(parts):
