@@ -21,6 +21,7 @@ from aapo.training.fields import (
     resumable_fields,
 )
 from aapo.training.reference.cache import (
+    ABSENT_WHEN_EMPTY,
     SAMPLED_ONLY,
     ReferenceCache,
     ReferenceCacheError,
@@ -85,9 +86,14 @@ def test_the_fingerprint_holds_what_shapes_the_reference_and_nothing_else(rows_a
     # settings never reach the reference
     for name in ("sampler", "learning_rate", "algorithm", "beta", "output_dir"):
         assert name not in fingerprint
-    # every derived entry a field names is computed (or sampled-only: weights, seed, dtype)
+    # every derived entry a field names is computed (or sampled-only: weights, seed, dtype, or
+    # left out while empty, and computed when set)
+    with_examples = _fingerprint(
+        TrainConfig(dataset_size=8, prompt_examples="boxed_arithmetic"), rows_and_tokenizer
+    )
     for entry in derived_reference_entries(TrainConfig):
-        assert entry in fingerprint or entry in SAMPLED_ONLY, entry
+        assert entry in fingerprint or entry in SAMPLED_ONLY or entry in ABSENT_WHEN_EMPTY, entry
+    assert set(ABSENT_WHEN_EMPTY) <= set(with_examples) - set(fingerprint)
     assert {"dtype", "reference_weights", "seed"} == set(SAMPLED_ONLY)
 
 

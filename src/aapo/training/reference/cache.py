@@ -112,6 +112,11 @@ def reference_fingerprint(
     return {**sampled, **run_fingerprint(config, rows, tokenizer, eos_ids)}
 
 
+# derived entries left out of the fingerprint when empty: they arrived after caches were built
+# without them, and empty is what those caches were built with
+ABSENT_WHEN_EMPTY = ("prompt_examples",)
+
+
 def run_fingerprint(
     config: Any, rows: list[PromptRow], tokenizer: Any, eos_ids: list[int]
 ) -> dict[str, Any]:
@@ -139,8 +144,9 @@ def run_fingerprint(
     unknown = set(derived_reference_entries(type(config))) - set(derived) - set(SAMPLED_ONLY)
     if unknown:  # a field names an entry nothing computes: it would silently not count
         raise ValueError(f"config fields name fingerprint entries nothing computes: {unknown}")
-    if not derived["prompt_examples"]:  # absent when none: caches from before it still match
-        del derived["prompt_examples"]
+    for name in ABSENT_WHEN_EMPTY:  # so caches built before these entries existed still match
+        if not derived[name]:
+            del derived[name]
     values = {
         name: getattr(config, name)
         for name in reference_fields(type(config))
