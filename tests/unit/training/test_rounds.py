@@ -1,6 +1,7 @@
 """Generation batches that feed several optimizer steps (TRL's μ = num_iterations) and group
 selection (DAPO's dynamic sampling), on a toy policy whose log-probs are known in closed form."""
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -42,6 +43,16 @@ class Fixed:
 
 def good(prompts, completions, **kwargs):
     return [1.0 if c == "good" else 0.0 for c in completions]
+
+
+def _config(micro_batch, accumulation=1, **options):
+    """The toy's TrainConfig: G = 2, `micro_batch` completions a micro-batch."""
+    return TrainConfig(
+        num_generations=2,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=accumulation,
+        **options,
+    )
 
 
 def _parts(config, model, sampler, lr=1.0):
@@ -90,10 +101,8 @@ def _expected_bias_after_two_clipped_updates(lr, eps):
 
 
 def test_two_iterations_give_the_hand_computed_clipped_update_with_one_old_forward():
-    config = TrainConfig(
-        num_generations=2,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=1,
+    config = _config(
+        2,
         num_iterations=2,
         max_grad_norm=0.0,
         epsilon=0.2,
@@ -110,9 +119,7 @@ def test_two_iterations_give_the_hand_computed_clipped_update_with_one_old_forwa
 
 
 def test_one_iteration_needs_no_old_forward():
-    config = TrainConfig(
-        num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1
-    )
+    config = _config(2)
     model = Toy()
     assert len(list(train_round(_parts(config, model, Fixed()), [_row(0)], list))) == 1
     assert model.forwards == 1
@@ -158,10 +165,9 @@ def _grad_after_round(config):
 @pytest.mark.parametrize("split", [(4, 1), (1, 4)])
 def test_dynamic_sampling_keeps_only_untied_groups_and_split_invariance(split):
     per_device, accumulation = split
-    config = TrainConfig(
-        num_generations=2,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
+    config = _config(
+        per_device,
+        accumulation,
         dynamic_sampling=True,
         max_sampling_rounds=4,
     )
@@ -170,25 +176,12 @@ def test_dynamic_sampling_keeps_only_untied_groups_and_split_invariance(split):
     assert step["frac_reward_zero_std"] == 0.0  # no tied group in the batch
     assert step["sampling/rounds"] == 2.0  # 1 of 2 prompts untied per draw of 2
     assert step["sampling/dropped_groups"] == 2.0
-    reference, _ = _grad_after_round(
-        TrainConfig(
-            num_generations=2,
-            per_device_train_batch_size=4,
-            gradient_accumulation_steps=1,
-            dynamic_sampling=True,
-        )
-    )
+    reference, _ = _grad_after_round(_config(4, dynamic_sampling=True))
     torch.testing.assert_close(grad, reference)  # 4 micro-batches = 1 micro-batch
 
 
 def test_sampling_cap_fills_with_tied_groups():
-    config = TrainConfig(
-        num_generations=2,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=1,
-        dynamic_sampling=True,
-        max_sampling_rounds=1,
-    )
+    config = _config(4, dynamic_sampling=True, max_sampling_rounds=1)
     _, (step,) = _grad_after_round(config)
     assert step["sampling/rounds"] == 1.0
     assert step["sampling/tied_groups_kept"] == 1.0  # the batch keeps its size
@@ -196,19 +189,16 @@ def test_sampling_cap_fills_with_tied_groups():
 
 
 def test_gpg_refills_only_up_to_its_fraction():
-    half = dict(num_generations=2, per_device_train_batch_size=4, gradient_accumulation_steps=1)
-    _, (step,) = _grad_after_round(TrainConfig(**half, min_informative_fraction=0.5))
+    _, (step,) = _grad_after_round(_config(4, min_informative_fraction=0.5))
     assert step["sampling/rounds"] == 1.0  # 1 of 2 groups untied already meets 0.5
     assert step["frac_reward_zero_std"] == 0.5
-    _, (step,) = _grad_after_round(TrainConfig(**half, min_informative_fraction=0.75))
+    _, (step,) = _grad_after_round(_config(4, min_informative_fraction=0.75))
     assert step["sampling/rounds"] == 2.0 and step["frac_reward_zero_std"] == 0.0
 
 
 def _logged_round(cap):
-    config = TrainConfig(
-        num_generations=2,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=1,
+    config = _config(
+        4,
         log_completions=True,
         log_completions_max_rows=cap,
     )
@@ -247,12 +237,8 @@ def test_engine_samples_weight_each_tokens_loss_by_the_truncated_ratio(correctio
     weights min(ratio, 1.5) = [1.5, 1.0, 0.5] (one of three clipped, mean 1.0), so the loss
     −Σ w·A·log π / 3 = a·ln 6·(1.5 + 1.0 − 0.5) / 3 = 2a·ln 6 / 3; without the correction
     a·ln 6·(1 + 1 − 1) / 3. The gap: (ln 2 + 0 + ln 2) / 3."""
-    import dataclasses
-
-    config = TrainConfig(
-        num_generations=2,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=1,
+    config = _config(
+        2,
         vllm_importance_sampling_correction=correction,
         vllm_importance_sampling_cap=1.5,
     )
