@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from aapo.data.datasets import load_problems
-from aapo.data.rows import prepare_rows
 from aapo.models import load_model, load_tokenizer
 from aapo.rollout.group_sampler import COMPACT_FRACTION, GroupSampler
 from aapo.rollout.sampler import HFSampler, Sampler, SamplingParams
+from aapo.training.builders import encode_rows
 from aapo.training.config import TrainConfig
 
 SMOLLM2 = "smollm2-135m"
@@ -78,8 +78,7 @@ def main() -> None:
     model, tokenizer = load(args.model)
     rows = load_problems("synthetic", "train", 42, max(200, args.prompts))
     config = TrainConfig()
-    rendering = (config.system_prompt, config.prompt_template, config.max_prompt_length)
-    rows, _ = prepare_rows(rows, tokenizer, *rendering)
+    rows, _ = encode_rows(rows, tokenizer, config)
     prompts = [row.prompt_ids for row in rows[: args.prompts]]
     params = SamplingParams(n=args.group, temperature=1.0, max_new_tokens=args.new_tokens)
     samplers: dict[str, Sampler] = {"hf_generate": HFSampler(model, tokenizer)}

@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aapo.data.rows import prepare_rows
 from aapo.data.synthetic import make_splits, parse_levels, write_jsonl
 from aapo.evaluation.report import wilson_interval
 from aapo.models import SMOLLM2
 from aapo.rewards.answers import answer_with_fallback
 from aapo.rewards.grading import get_grader
 from aapo.rollout import Sampler, SamplingParams
+from aapo.training.builders import encode_rows
 from aapo.training.config import TrainConfig
 from aapo.training.step import train_round
 from aapo.training.trainer import Trainer
@@ -89,9 +89,8 @@ def build_trainer(args: argparse.Namespace, work: Path) -> tuple[Trainer, list[d
         output_dir=str(work / "run"),
     )
     trainer = Trainer(config)
-    rendering = (config.system_prompt, config.prompt_template, config.max_prompt_length)
     test = splits["test"]
-    test_rows = prepare_rows(test, trainer.tokenizer, *rendering)[0] if test else []
+    test_rows = encode_rows(test, trainer.tokenizer, config)[0] if test else []
     return trainer, test_rows
 
 

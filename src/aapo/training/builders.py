@@ -153,6 +153,14 @@ class TrainData:
         return len(self.rows) // layout.generation_prompts * layout.generation_prompts
 
 
+def encode_rows(
+    rows: list[dict], tokenizer: Any, config: TrainConfig
+) -> tuple[list[PromptRow], int]:
+    """`prepare_rows` with the run's prompt settings: what training and every check see."""
+    prompt = (config.system_prompt, config.prompt_template, config.max_prompt_length)
+    return prepare_rows(rows, tokenizer, *prompt, config.prompt_examples)
+
+
 def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> TrainData:
     """The prompts, encoded; refused (ConfigError) when they do not fill one generation batch."""
     rows = load_problems(
@@ -162,14 +170,7 @@ def build_data(config: TrainConfig, tokenizer: Any, layout: BatchLayout) -> Trai
         config.dataset_size,
         config.synthetic_levels,
     )
-    prepared, skipped = prepare_rows(
-        rows,
-        tokenizer,
-        config.system_prompt,
-        config.prompt_template,
-        config.max_prompt_length,
-        config.prompt_examples,
-    )
+    prepared, skipped = encode_rows(rows, tokenizer, config)
     batches_per_epoch = len(prepared) // layout.generation_prompts
     if batches_per_epoch == 0:
         skipped_note = f" ({skipped} longer than max_prompt_length skipped)" if skipped else ""

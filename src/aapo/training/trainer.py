@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from aapo.algorithms import get_advantage, get_algorithm
 from aapo.config import ConfigError, config_to_dict
 from aapo.data.datasets import held_out_problems
-from aapo.data.rows import PromptRow, epoch_order, prepare_rows
+from aapo.data.rows import PromptRow, epoch_order
 from aapo.files import move_into_place
 from aapo.metrics import JsonlSink, MetricSink, TensorBoardSink, WandbSink
 from aapo.models import (
@@ -423,14 +423,7 @@ class Trainer:
             )
             return {"eval/accuracy": float("nan")}
         rows = held_out_problems(cfg.seed, size, cfg.synthetic_levels)
-        rows, _ = prepare_rows(
-            rows,
-            self.tokenizer,
-            cfg.system_prompt,
-            cfg.prompt_template,
-            cfg.max_prompt_length,
-            cfg.prompt_examples,
-        )
+        rows, _ = builders.encode_rows(rows, self.tokenizer, cfg)
         if self.parts.sync_weights is not None:  # an engine samples: give it the policy's weights
             self.parts.sync_weights()
         metrics = held_out_metrics(
